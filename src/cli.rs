@@ -1,0 +1,76 @@
+//! The command line, as clap derive types that mirror it. Values here are raw:
+//! [`crate::config`] validates them into the settings the rest of the program reads.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "aicp-bridge", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Relay MCP between this process's stdio (the host) and an AICP hub over WebSocket.
+    ///
+    /// This is what an MCP host runs. Nothing but JSON-RPC is ever written to stdout.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Hub URL, ws:// or wss:// (plain ws:// only to loopback unless --allow-insecure).
+    #[arg(long, env = "AICP_HUB_URL", value_name = "URL")]
+    pub hub: String,
+
+    /// Read the hub's bearer token from this file (first line). Otherwise AICP_TOKEN is used if set.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Trust only the CA certificates in this PEM file for wss:// (instead of the OS trust store).
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Allow plain ws:// to a host that is not loopback (the token and all traffic travel unencrypted).
+    #[arg(long)]
+    pub allow_insecure: bool,
+
+    /// Largest message accepted from the host, in bytes; larger requests are refused locally.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::config::DEFAULT_MAX_HOST_MESSAGE)]
+    pub max_message_bytes: usize,
+
+    /// Largest message accepted from the hub, in bytes; a larger one drops the connection.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::config::DEFAULT_MAX_HUB_MESSAGE)]
+    pub max_hub_message_bytes: usize,
+
+    /// Fail a request with no reply and no progress for this many seconds (default: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<f64>,
+
+    /// Give up on one connection attempt (TCP, TLS, upgrade, re-initialize) after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::config::DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
+    pub connect_timeout: f64,
+
+    /// Send a WebSocket ping this often; a hub silent for twice as long is considered dead.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::config::DEFAULT_KEEPALIVE.as_secs_f64())]
+    pub keepalive: f64,
+
+    /// Longest wait between reconnect attempts, in seconds (backoff doubles up to this, with jitter).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::config::DEFAULT_MAX_BACKOFF.as_secs_f64())]
+    pub max_backoff: f64,
+
+    /// Check every hub result against the MCP schema and log what does not conform.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
+    #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+
+    /// Write logs to this file instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}

@@ -1,0 +1,182 @@
+//! Validated settings for `serve`, built once from [`crate::cli::ServeArgs`] and
+//! the environment. Every limit is a named constant with the reason for its value.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use url::Url;
+
+use crate::cli::ServeArgs;
+use crate::credentials::{self, Credential};
+
+/// Largest host message relayed. Real hubs close the socket (1009) on a message
+/// over 1 MiB without replying, so the bridge refuses such a request itself and
+/// says why, instead of losing the connection and every call in flight with it.
+pub const DEFAULT_MAX_HOST_MESSAGE: usize = 1024 * 1024;
+
+/// Largest hub message accepted. Tool results can be large (files, images), so
+/// this is generous; it only bounds memory against a broken hub.
+pub const DEFAULT_MAX_HUB_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// One connection attempt: TCP, TLS, upgrade and the re-initialize handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Real hubs ping every 20 s and drop silent clients; pinging at the same pace
+/// finds a dead hub (no frame for two intervals) within 40 s.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Reconnect backoff starts here and doubles on each failure.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Reconnect backoff never waits longer than this between attempts.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How the bridge reaches its hub; shared by the hub task and the relay.
+#[derive(Debug)]
+pub struct HubConfig {
+    pub url: Url,
+    pub credential: Option<Credential>,
+    /// Present exactly when the URL is wss://.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub max_message_bytes: usize,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub hub: Arc<HubConfig>,
+    pub max_host_message: usize,
+    pub request_timeout: Option<Duration>,
+    pub strict: bool,
+}
+
+impl ServeConfig {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+        let url = parse_hub_url(&args.hub, args.allow_insecure)?;
+        let credential = credentials::load(args.token_file.as_deref())?;
+        let tls = match url.scheme() {
+            "wss" => Some(crate::tls::client_config(args.ca_file.as_deref())?),
+            _ => None,
+        };
+        if args.max_message_bytes < 1024 {
+            bail!("--max-message-bytes must be at least 1024");
+        }
+        Ok(ServeConfig {
+            hub: Arc::new(HubConfig {
+                url,
+                credential,
+                tls,
+                max_message_bytes: args.max_hub_message_bytes,
+                connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
+                keepalive: seconds("--keepalive", args.keepalive)?,
+                max_backoff: seconds("--max-backoff", args.max_backoff)?,
+            }),
+            max_host_message: args.max_message_bytes,
+            request_timeout: args
+                .request_timeout
+                .map(|s| seconds("--request-timeout", s))
+                .transpose()?,
+            strict: args.strict,
+        })
+    }
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}
+
+/// Checks the scheme and, for plain ws://, that the host is loopback: a bearer
+/// token sent in clear over a network is as good as published.
+pub fn parse_hub_url(raw: &str, allow_insecure: bool) -> anyhow::Result<Url> {
+    let url = Url::parse(raw)
+        .with_context(|| format!("hub URL {:?} is not a URL", redact_url_str(raw)))?;
+    match url.scheme() {
+        "wss" => {}
+        "ws" if allow_insecure || is_loopback(&url) => {}
+        "ws" => bail!(
+            "refusing plain ws:// to {} (not loopback): use wss://, or pass --allow-insecure to send the token and all traffic unencrypted",
+            url.host_str().unwrap_or("?")
+        ),
+        other => bail!("hub URL must start with ws:// or wss://, not {other}://"),
+    }
+    if url.host_str().is_none() {
+        bail!("hub URL has no host");
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// The URL as it may appear in logs: no password, and query values that look
+/// like credentials replaced (some hubs take `?token=`).
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("REDACTED"));
+    }
+    if shown.query().is_some() {
+        let pairs: Vec<(String, String)> = shown
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = ["token", "key", "secret", "auth", "password", "jwt"]
+                    .iter()
+                    .any(|s| k.to_ascii_lowercase().contains(s));
+                (
+                    k.into_owned(),
+                    if secret {
+                        "REDACTED".into()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    shown.to_string()
+}
+
+fn redact_url_str(raw: &str) -> String {
+    Url::parse(raw)
+        .map(|u| redact_url(&u))
+        .unwrap_or_else(|_| "<unparsable>".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_ws_only_to_loopback() {
+        assert!(parse_hub_url("ws://127.0.0.1:8765/mcp", false).is_ok());
+        assert!(parse_hub_url("ws://localhost:8765", false).is_ok());
+        assert!(parse_hub_url("ws://[::1]:8765", false).is_ok());
+        let err = parse_hub_url("ws://hub.example.com/mcp", false).unwrap_err();
+        assert!(err.to_string().contains("--allow-insecure"), "{err}");
+        assert!(parse_hub_url("ws://hub.example.com/mcp", true).is_ok());
+        assert!(parse_hub_url("wss://hub.example.com/mcp", false).is_ok());
+        assert!(parse_hub_url("http://hub.example.com/mcp", true).is_err());
+    }
+
+    #[test]
+    fn redacts_password_and_token_query() {
+        let url = Url::parse("wss://me:pw@hub.example.com/mcp?token=abc&room=x").unwrap();
+        let shown = redact_url(&url);
+        assert!(!shown.contains("pw@") && !shown.contains("abc"), "{shown}");
+        assert!(shown.contains("room=x"), "{shown}");
+    }
+}

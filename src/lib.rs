@@ -1,0 +1,34 @@
+//! aicp-bridge: joins the AI assistant you already use to an AICP hub.
+//!
+//! An MCP host (Claude Desktop, Claude Code, Cursor, the MCP Inspector) starts
+//! `aicp-bridge serve` and speaks MCP to it over stdio; the bridge relays every
+//! message to a hub over a WebSocket and back. The modules, in the order a
+//! message meets them:
+//!
+//! - [`cli`]: the command line as clap types, nothing else.
+//! - [`config`]: validated settings built once from the command line and the environment.
+//! - [`credentials`]: where the hub token comes from (environment or a token file for now).
+//! - [`logging`]: tracing to stderr or a file, with every known secret redacted.
+//! - [`host`]: the stdio side: newline-delimited reading with a size limit, one stdout writer.
+//! - [`wire`]: the JSON-RPC envelope: classify a line without parsing its payload.
+//! - [`serve`]: the `serve` command: config, logging, signals, then the relay on stdio.
+//! - [`relay`]: the session loop between host and hub: pending requests, timeouts, fallbacks.
+//! - [`normalize`]: what the relay repairs in a sloppy hub's messages, one named rule each.
+//! - [`offline`]: what the bridge answers itself while the hub is unreachable.
+//! - [`hub`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
+//! - [`tls`]: certificate verification for `wss://`.
+//! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
+
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod host;
+pub mod hub;
+pub mod logging;
+pub mod normalize;
+pub mod offline;
+pub mod relay;
+pub mod serve;
+pub mod tls;
+pub mod validate;
+pub mod wire;

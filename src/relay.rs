@@ -1,0 +1,681 @@
+//! The relay: one session loop between the host (stdio) and the hub task.
+//!
+//! Like rmcp's service loop, it is one `select!` over an event stream with a
+//! map of pending requests keyed by id. Unlike rmcp, it never types payloads:
+//! each message is classified by its envelope ([`crate::wire`]) and its
+//! original text is forwarded, so ids, unknown fields, progress tokens and
+//! the hub's protocol version reach the other side unchanged. The relay
+//! changes a message only for a stated reason:
+//! - the host's `ping` is answered here (real hubs answer it with -32601);
+//! - invalid or oversized host lines are refused here, with the right id,
+//!   and never reach the hub (real hubs close the socket on them);
+//! - the hub's slips are repaired by the rules in [`crate::normalize`];
+//! - while the hub is down, [`crate::offline`] answers;
+//! - requests pending when a connection drops fail at once, naming the cause,
+//!   and are never replayed on the next connection (they may have side effects).
+//!
+//! Order is kept in both directions: one task writes stdout, one writes the
+//! socket, and this loop is the only producer for both. So a hub's progress
+//! notifications reach the host before the response they belong to.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::ErrorCode;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{ServeConfig, redact_url};
+use crate::host::{self, Line, LineReader};
+use crate::hub::{self, HubError, HubEvent, Outgoing};
+use crate::normalize;
+use crate::offline::{self, HUB_UNAVAILABLE};
+use crate::validate;
+use crate::wire::{self, Id, Kind, Method};
+
+/// After the host closes stdin, answers already on their way are still
+/// delivered for this long; then the bridge closes the hub connection and exits.
+pub const EOF_DRAIN: Duration = Duration::from_millis(500);
+
+/// JSON-RPC error code for a request that got neither a reply nor progress in time.
+pub const REQUEST_TIMEOUT: i32 = -32001;
+
+/// Runs the relay until the host closes its input or `shutdown` fires, then
+/// closes the hub connection with code 1000 and flushes what the host is owed.
+pub async fn run<R, W>(
+    cfg: &ServeConfig,
+    input: R,
+    output: W,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    // The hub task gets its own token: it must close the socket only after
+    // this loop has finished handing the host what it is owed.
+    let hub_shutdown = CancellationToken::new();
+    let link = hub::spawn(cfg.hub.clone(), hub_shutdown.clone());
+
+    let (host_tx, host_rx) = mpsc::channel(64);
+    let reader = tokio::spawn(read_host(input, cfg.max_host_message, host_tx));
+
+    let (out_tx, out_rx) = mpsc::channel(256);
+    let writer_shutdown = shutdown.clone();
+    let writer = tokio::spawn(async move {
+        let result = host::write_lines(output, out_rx).await;
+        if result.is_err() {
+            // Stdout is gone: the host is gone. Nothing left to serve.
+            writer_shutdown.cancel();
+        }
+        result
+    });
+
+    let mut session = Session {
+        out: out_tx,
+        outbox: link.outbox,
+        init_params: link.init_params,
+        hub: HubState::Connecting,
+        queue: Vec::new(),
+        pending: HashMap::new(),
+        progress: HashMap::new(),
+        hub_requests: HashSet::new(),
+        initialized_locally: false,
+        hub_url: redact_url(&cfg.hub.url),
+        max_host_message: cfg.max_host_message,
+        request_timeout: cfg.request_timeout,
+        strict: cfg.strict,
+    };
+    session.run(host_rx, link.events, &shutdown).await;
+    drop(session);
+
+    hub_shutdown.cancel();
+    let _ = timeout(Duration::from_secs(1), link.task).await;
+    reader.abort();
+    match timeout(Duration::from_secs(1), writer).await {
+        Ok(Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn read_host<R: AsyncBufRead + Unpin>(input: R, limit: usize, tx: mpsc::Sender<Line>) {
+    let mut lines = LineReader::new(input, limit);
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot read from the host; treating it as end of input");
+                return;
+            }
+        }
+    }
+}
+
+enum HubState {
+    /// An attempt is in progress: host messages wait in the queue for it.
+    Connecting,
+    Up {
+        generation: u64,
+    },
+    /// Requests are answered locally (see [`crate::offline`]) until the next attempt.
+    Down {
+        cause: Arc<HubError>,
+    },
+}
+
+struct Pending {
+    method: Method,
+    /// When the request times out; pushed back by each progress notification.
+    deadline: Option<Instant>,
+    progress_token: Option<String>,
+}
+
+struct Session {
+    /// To the stdout writer task (bounded: a host that stops reading slows us down).
+    out: mpsc::Sender<String>,
+    /// To the hub task (unbounded: this loop must never wait on the hub while the hub waits on it).
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    /// The host's `initialize` params, which the hub task replays on reconnect.
+    init_params: watch::Sender<Option<Arc<str>>>,
+    hub: HubState,
+    /// Host frames held during a connection attempt, with the request id if any.
+    queue: Vec<(Option<Id>, String)>,
+    /// Host requests the hub has not answered yet.
+    pending: HashMap<Id, Pending>,
+    /// Progress token (as JSON text) to the request it reports on.
+    progress: HashMap<String, Id>,
+    /// Hub requests to the host (sampling, roots, elicitation) awaiting the host's reply, by id.
+    hub_requests: HashSet<Id>,
+    /// The host's `initialize` was answered locally: announce `list_changed` once the hub is up.
+    initialized_locally: bool,
+    hub_url: String,
+    max_host_message: usize,
+    request_timeout: Option<Duration>,
+    strict: bool,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        mut host: mpsc::Receiver<Line>,
+        mut hub: mpsc::Receiver<HubEvent>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut draining: Option<Instant> = None;
+        loop {
+            if let Some(until) = draining
+                && (self.pending.is_empty() || Instant::now() >= until)
+            {
+                return;
+            }
+            let wake = self.next_deadline().into_iter().chain(draining).min();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = hub.recv() => match event {
+                    Some(event) => self.on_hub(event).await,
+                    None => return,
+                },
+                line = host.recv(), if draining.is_none() => match line {
+                    Some(line) => self.on_host(line).await,
+                    None => {
+                        debug!(pending = self.pending.len(), "host closed its input");
+                        draining = Some(Instant::now() + EOF_DRAIN);
+                    }
+                },
+                _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => self.expire().await,
+            }
+        }
+    }
+
+    async fn send_host(&self, text: String) {
+        // A send error means the writer is gone; it has already signalled shutdown.
+        let _ = self.out.send(text).await;
+    }
+
+    fn send_hub(&mut self, id: Option<Id>, text: String) {
+        match self.hub {
+            HubState::Up { generation } => {
+                let _ = self.outbox.send(Outgoing { generation, text });
+            }
+            HubState::Connecting => self.queue.push((id, text)),
+            HubState::Down { .. } => debug!("hub down: dropped a host notification"),
+        }
+    }
+
+    // ---- host → hub ----
+
+    async fn on_host(&mut self, line: Line) {
+        let text = match line {
+            Line::Text(text) => text,
+            Line::TooLong { len, id } => {
+                let msg = format!(
+                    "message of {len} bytes exceeds the {}-byte limit (--max-message-bytes); it was not sent to the hub",
+                    self.max_host_message
+                );
+                warn!(id = ?id, bytes = len, "refused an oversized host message");
+                let data =
+                    json!({ "aixpStatus": 5006, "limit": self.max_host_message, "size": len });
+                return self
+                    .send_host(wire::error_response(
+                        id.as_ref(),
+                        ErrorCode::INVALID_REQUEST,
+                        &msg,
+                        Some(data),
+                    ))
+                    .await;
+            }
+            Line::NotUtf8 { id } => {
+                return self
+                    .send_host(wire::error_response(
+                        id.as_ref(),
+                        ErrorCode::PARSE_ERROR,
+                        "parse error: message is not UTF-8",
+                        None,
+                    ))
+                    .await;
+            }
+        };
+        if text.trim().is_empty() {
+            return;
+        }
+        let action = match wire::parse(&text, true) {
+            Err(invalid) => {
+                warn!(error = %invalid, "refused an invalid host message");
+                let id = match &invalid {
+                    wire::Invalid::Request { id, .. } => id.clone(),
+                    _ => wire::extract_id(text.as_bytes()),
+                };
+                return self
+                    .send_host(wire::error_response(
+                        id.as_ref(),
+                        invalid.code(),
+                        &invalid.to_string(),
+                        None,
+                    ))
+                    .await;
+            }
+            Ok(msg) => HostAction::from(msg),
+        };
+        match action {
+            HostAction::Request {
+                id,
+                method,
+                name,
+                params,
+                progress_token,
+            } => {
+                self.host_request(id, method, &name, params, progress_token, text)
+                    .await
+            }
+            HostAction::Cancel { id } => self.host_cancel(id, text),
+            HostAction::Notification => self.send_hub(None, text),
+            HostAction::Reply { id } => {
+                if self.hub_requests.remove(&id) {
+                    self.send_hub(None, text);
+                } else {
+                    warn!(%id, "dropped a host reply to a hub request that is unknown or from a lost connection");
+                }
+            }
+        }
+    }
+
+    async fn host_request(
+        &mut self,
+        id: Id,
+        method: Method,
+        name: &str,
+        params: Option<Box<RawValue>>,
+        progress_token: Option<String>,
+        text: String,
+    ) {
+        if method == Method::Ping {
+            // Answered here: real hubs answer ping with -32601, and the host
+            // wants to know the bridge is alive, which it is.
+            return self.send_host(wire::response(&id, "{}")).await;
+        }
+        if self.pending.contains_key(&id) {
+            let msg = format!("id {id} is already used by a request in flight");
+            return self
+                .send_host(wire::error_response(
+                    Some(&id),
+                    ErrorCode::INVALID_REQUEST,
+                    &msg,
+                    None,
+                ))
+                .await;
+        }
+        if method == Method::Initialize {
+            let params: Arc<str> = params.as_deref().map_or("{}", RawValue::get).into();
+            self.init_params.send_replace(Some(params));
+        }
+        if let HubState::Down { cause } = &self.hub {
+            debug!(%id, method = name, "hub down: answering locally");
+            if method == Method::Initialize {
+                self.initialized_locally = true;
+            }
+            let reply = offline::answer(&id, method, params.as_deref(), cause, &self.hub_url);
+            return self.send_host(reply).await;
+        }
+        debug!(%id, method = name, "host request");
+        if let Some(token) = &progress_token {
+            self.progress.insert(token.clone(), id.clone());
+        }
+        let pending = Pending {
+            method,
+            deadline: self.request_timeout.map(|t| Instant::now() + t),
+            progress_token,
+        };
+        self.pending.insert(id.clone(), pending);
+        self.send_hub(Some(id), text);
+    }
+
+    /// `notifications/cancelled` from the host: the hub still sees the same
+    /// id it was sent. A request still queued is simply never sent.
+    fn host_cancel(&mut self, id: Option<Id>, text: String) {
+        if let Some(id) = &id {
+            self.forget(id);
+            if let Some(at) = self
+                .queue
+                .iter()
+                .position(|(queued, _)| queued.as_ref() == Some(id))
+            {
+                self.queue.remove(at);
+                debug!(%id, "cancelled before it was sent");
+                return;
+            }
+        }
+        self.send_hub(None, text);
+    }
+
+    fn forget(&mut self, id: &Id) -> Option<Pending> {
+        let pending = self.pending.remove(id)?;
+        if let Some(token) = &pending.progress_token {
+            self.progress.remove(token);
+        }
+        Some(pending)
+    }
+
+    // ---- hub → host ----
+
+    async fn on_hub(&mut self, event: HubEvent) {
+        match event {
+            HubEvent::Connecting => self.hub = HubState::Connecting,
+            HubEvent::Up {
+                generation,
+                reinitialized,
+            } => {
+                self.hub = HubState::Up { generation };
+                for (_, text) in std::mem::take(&mut self.queue) {
+                    let _ = self.outbox.send(Outgoing { generation, text });
+                }
+                if reinitialized || std::mem::take(&mut self.initialized_locally) {
+                    // The hub may have restarted with other tools: let the host look again.
+                    info!(
+                        "hub session (re)initialized; telling the host its lists may have changed"
+                    );
+                    for method in [
+                        "notifications/tools/list_changed",
+                        "notifications/resources/list_changed",
+                        "notifications/prompts/list_changed",
+                    ] {
+                        self.send_host(wire::notification(method, None)).await;
+                    }
+                }
+            }
+            HubEvent::Down { cause, retry_in } => {
+                // Requests queued for the attempt that failed were never sent:
+                // answer them as if the hub had been down when they came.
+                for (id, text) in std::mem::take(&mut self.queue) {
+                    let Some(id) = id else { continue };
+                    self.forget(&id);
+                    let Ok(msg) = wire::parse(&text, true) else {
+                        continue;
+                    };
+                    let Kind::Request { method, .. } = &msg.kind else {
+                        continue;
+                    };
+                    let method = Method::from_name(method);
+                    if method == Method::Initialize {
+                        self.initialized_locally = true;
+                    }
+                    let reply = offline::answer(&id, method, msg.params, &cause, &self.hub_url);
+                    self.send_host(reply).await;
+                }
+                // Requests already sent are lost with the connection.
+                let ids: Vec<Id> = self.pending.keys().cloned().collect();
+                for id in ids {
+                    self.forget(&id);
+                    let message = format!(
+                        "connection to the AICP hub lost before it answered: {cause}. The request was not retried \
+                         because it may have had side effects; check its effect before calling again"
+                    );
+                    let data = json!({ "aixpStatus": cause.aixp_status(), "retryInMs": retry_in.as_millis() as u64 });
+                    self.send_host(wire::error_response(
+                        Some(&id),
+                        ErrorCode(HUB_UNAVAILABLE),
+                        &message,
+                        Some(data),
+                    ))
+                    .await;
+                }
+                self.hub_requests.clear();
+                self.hub = HubState::Down { cause };
+            }
+            HubEvent::Frame { generation, text } => match self.hub {
+                HubState::Up {
+                    generation: current,
+                } if current == generation => self.hub_message(text).await,
+                _ => debug!(generation, "dropped a frame from an earlier connection"),
+            },
+        }
+    }
+
+    async fn hub_message(&mut self, text: String) {
+        if text.trim_start().starts_with('[') {
+            // Normalisation: MCP has no batches since 2025-06-18; relay each element.
+            match serde_json::from_str::<Vec<Box<RawValue>>>(&text) {
+                Ok(items) => {
+                    debug!(count = items.len(), "split a batch from the hub");
+                    for item in items {
+                        Box::pin(self.hub_message(item.get().to_owned())).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "dropped an unreadable batch from the hub"),
+            }
+            return;
+        }
+        let (kind, result_fix, has_version) = match wire::parse(&text, false) {
+            Err(e) => return warn!(error = %e, "dropped an unreadable message from the hub"),
+            Ok(msg) => {
+                let fix = self.classify_hub(&msg);
+                (HubKind::from(&msg), fix, msg.has_version)
+            }
+        };
+        let text = if has_version {
+            text
+        } else {
+            debug!(rule = ?normalize::Rule::MissingVersion, "normalised a hub message");
+            normalize::add_version(&text)
+        };
+        match kind {
+            HubKind::Response { id } => {
+                let Some(pending) = self.forget(&id) else {
+                    return debug!(%id, "dropped a hub reply to an unknown or cancelled request");
+                };
+                let out = match result_fix {
+                    ResultFix::Replace(result, rule) => {
+                        info!(%id, rule = ?rule, "normalised a hub reply");
+                        wire::response(&id, &result)
+                    }
+                    ResultFix::None => text,
+                };
+                if self.strict
+                    && let Err(why) = strict_check(pending.method, &out)
+                {
+                    warn!(%id, method = ?pending.method, "hub result {why}");
+                }
+                self.send_host(out).await;
+            }
+            HubKind::Orphan => {
+                debug!("dropped a hub response without an id (an answer to a notification)")
+            }
+            HubKind::Request { id } => {
+                self.hub_requests.insert(id);
+                self.send_host(text).await;
+            }
+            HubKind::Progress { token } => {
+                if let (Some(timeout), Some(id)) = (
+                    self.request_timeout,
+                    token.and_then(|t| self.progress.get(&t)),
+                ) && let Some(p) = self.pending.get_mut(id)
+                {
+                    p.deadline = Some(Instant::now() + timeout);
+                }
+                self.send_host(text).await;
+            }
+            HubKind::Cancel { id } => {
+                if let Some(id) = id {
+                    self.hub_requests.remove(&id);
+                }
+                self.send_host(text).await;
+            }
+            HubKind::Notification => self.send_host(text).await,
+        }
+    }
+
+    /// Works out, while the message is still borrowed, whether a reply needs a rule applied.
+    fn classify_hub(&self, msg: &wire::Message<'_>) -> ResultFix {
+        let Kind::Response { id, is_error } = &msg.kind else {
+            return ResultFix::None;
+        };
+        let Some(pending) = self.pending.get(id) else {
+            return ResultFix::None;
+        };
+        if *is_error {
+            if let Some((result, rule)) = normalize::error_to_result(pending.method) {
+                return ResultFix::Replace(result.to_owned(), rule);
+            }
+        } else if pending.method == Method::PromptsGet
+            && let Some(fixed) = msg.result.and_then(|r| normalize::prompt_result(r.get()))
+        {
+            return ResultFix::Replace(fixed, normalize::Rule::BareStringPromptContent);
+        }
+        ResultFix::None
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.request_timeout?;
+        self.pending.values().filter_map(|p| p.deadline).min()
+    }
+
+    async fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Id> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let secs = self.request_timeout.map_or(0.0, |t| t.as_secs_f64());
+        for id in expired {
+            warn!(%id, "request timed out");
+            // Tell the hub to stop; a queued request is simply never sent.
+            let cancel =
+                json!({ "requestId": id.to_value(), "reason": "timed out in aicp-bridge" })
+                    .to_string();
+            self.host_cancel(
+                Some(id.clone()),
+                wire::notification("notifications/cancelled", Some(&cancel)),
+            );
+            let msg = format!(
+                "no reply or progress from the AICP hub for {secs} s (--request-timeout); the request was cancelled"
+            );
+            let data = json!({ "aixpStatus": 5005, "timeoutSeconds": secs });
+            self.send_host(wire::error_response(
+                Some(&id),
+                ErrorCode(REQUEST_TIMEOUT),
+                &msg,
+                Some(data),
+            ))
+            .await;
+        }
+    }
+}
+
+fn strict_check(method: Method, response: &str) -> Result<(), String> {
+    match wire::parse(response, false) {
+        Ok(wire::Message {
+            result: Some(result),
+            ..
+        }) => validate::check(method, result.get()),
+        _ => Ok(()),
+    }
+}
+
+/// What to do with a host message, extracted so the borrowed parse can end
+/// before the text is moved on.
+enum HostAction {
+    Request {
+        id: Id,
+        method: Method,
+        name: String,
+        params: Option<Box<RawValue>>,
+        progress_token: Option<String>,
+    },
+    Cancel {
+        id: Option<Id>,
+    },
+    Notification,
+    Reply {
+        id: Id,
+    },
+}
+
+impl From<wire::Message<'_>> for HostAction {
+    fn from(msg: wire::Message<'_>) -> HostAction {
+        match msg.kind {
+            Kind::Request { id, method } => {
+                let m = Method::from_name(&method);
+                // Only initialize needs its params kept; only requests that
+                // mention a progress token need their params parsed.
+                let params = (m == Method::Initialize)
+                    .then(|| msg.params.map(|p| p.to_owned()))
+                    .flatten();
+                let progress_token = msg
+                    .params
+                    .filter(|p| p.get().contains("\"progressToken\""))
+                    .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+                    .and_then(|p| p.pointer("/_meta/progressToken").map(|t| t.to_string()));
+                HostAction::Request {
+                    id,
+                    method: m,
+                    name: method.into_owned(),
+                    params,
+                    progress_token,
+                }
+            }
+            Kind::Notification { method } if method == "notifications/cancelled" => {
+                HostAction::Cancel {
+                    id: request_id_param(msg.params),
+                }
+            }
+            Kind::Notification { .. } => HostAction::Notification,
+            Kind::Response { id, .. } => HostAction::Reply { id },
+            Kind::OrphanResponse => HostAction::Notification,
+        }
+    }
+}
+
+fn request_id_param(params: Option<&RawValue>) -> Option<Id> {
+    let params: serde_json::Value = serde_json::from_str(params?.get()).ok()?;
+    Id::from_value(params.get("requestId")?)
+}
+
+enum ResultFix {
+    None,
+    Replace(String, normalize::Rule),
+}
+
+enum HubKind {
+    Response { id: Id },
+    Orphan,
+    Request { id: Id },
+    Progress { token: Option<String> },
+    Cancel { id: Option<Id> },
+    Notification,
+}
+
+impl From<&wire::Message<'_>> for HubKind {
+    fn from(msg: &wire::Message<'_>) -> HubKind {
+        match &msg.kind {
+            Kind::Response { id, .. } => HubKind::Response { id: id.clone() },
+            Kind::OrphanResponse => HubKind::Orphan,
+            Kind::Request { id, .. } => HubKind::Request { id: id.clone() },
+            Kind::Notification { method } if method == "notifications/progress" => {
+                HubKind::Progress {
+                    token: msg
+                        .params
+                        .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+                        .and_then(|p| p.get("progressToken").map(|t| t.to_string())),
+                }
+            }
+            Kind::Notification { method } if method == "notifications/cancelled" => {
+                HubKind::Cancel {
+                    id: request_id_param(msg.params),
+                }
+            }
+            Kind::Notification { .. } => HubKind::Notification,
+        }
+    }
+}

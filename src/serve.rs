@@ -1,0 +1,74 @@
+//! The `serve` command: what an MCP host runs. Builds the validated config,
+//! sets up logging (stderr or a file, secrets redacted), installs the signal
+//! handlers that start a clean shutdown, and runs the relay on stdio.
+
+use std::time::Duration;
+
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::ServeArgs;
+use crate::config::{ServeConfig, redact_url};
+use crate::{logging, relay, tls};
+
+pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
+    tls::install_default_provider();
+    let cfg = ServeConfig::from_args(&args)?;
+    let secrets = cfg
+        .hub
+        .credential
+        .iter()
+        .map(|c| secrecy::ExposeSecret::expose_secret(&c.token).to_owned())
+        .collect();
+    logging::init(&args.log_level, args.log_file.as_deref(), secrets)?;
+    if let Some(cred) = &cfg.hub.credential {
+        cred.warn_if_exposed();
+    }
+    info!(
+        hub = %redact_url(&cfg.hub.url),
+        token = cfg.hub.credential.as_ref().map_or("none".to_owned(), |c| c.source.to_string()),
+        "aicp-bridge {} serving MCP on stdio",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    // One thread: the relay is I/O-bound, and a single-threaded runtime has
+    // no cross-thread wakeups on the hot path.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+        relay::run(&cfg, stdin, tokio::io::stdout(), shutdown).await
+    });
+    // A read of stdin may be parked in a blocking thread (after a signal the
+    // host has not closed it); do not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(50));
+    info!("aicp-bridge stopped");
+    result
+}
+
+async fn on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("Ctrl-C: shutting down");
+    }
+    shutdown.cancel();
+}

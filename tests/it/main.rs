@@ -1,0 +1,12 @@
+//! Integration tests: the built binary over real pipes against real peers
+//! (a WebSocket hub on 127.0.0.1:0, the official MCP SDKs as hosts). One test
+//! binary with a module per area keeps link time down.
+
+mod faults;
+mod hosts;
+mod hub_selftest;
+mod lifecycle;
+mod quirks;
+mod relay;
+mod support;
+mod tls;
