@@ -8,13 +8,97 @@
 
 use std::io;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use crate::wire::{self, Id};
 
 /// How much of an oversized line is kept to look for its id.
 const KEPT_PREFIX: usize = 64 * 1024;
+
+pub type HostReader = Box<dyn AsyncRead + Unpin + Send>;
+pub type HostWriter = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// This process's stdin and stdout as async streams. tokio's own stdio does
+/// every read and write on a blocking thread, which costs a thread handoff
+/// per message each way; when the host gave us a pipe or a socket (as every
+/// MCP host does), the descriptors are driven by the reactor directly. A
+/// terminal or a regular file falls back to tokio's stdio. Must be called
+/// inside a runtime.
+pub fn stdio() -> (HostReader, HostWriter) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let input = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(unix::reader);
+        let output = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(unix::writer);
+        (
+            input.unwrap_or_else(|| Box::new(tokio::io::stdin())),
+            output.unwrap_or_else(|| Box::new(tokio::io::stdout())),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout()))
+    }
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::fs::File;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::fs::FileTypeExt;
+
+    use tokio::net::unix::pipe;
+
+    use super::{HostReader, HostWriter};
+
+    enum Kind {
+        Fifo,
+        Socket,
+    }
+
+    fn kind(fd: &OwnedFd) -> Option<Kind> {
+        let file_type = File::from(fd.try_clone().ok()?)
+            .metadata()
+            .ok()?
+            .file_type();
+        if file_type.is_fifo() {
+            Some(Kind::Fifo)
+        } else if file_type.is_socket() {
+            Some(Kind::Socket)
+        } else {
+            None
+        }
+    }
+
+    fn socket(fd: OwnedFd) -> Option<tokio::net::UnixStream> {
+        let std = std::os::unix::net::UnixStream::from(fd);
+        std.set_nonblocking(true).ok()?;
+        tokio::net::UnixStream::from_std(std).ok()
+    }
+
+    pub(super) fn reader(fd: OwnedFd) -> Option<HostReader> {
+        match kind(&fd)? {
+            Kind::Fifo => Some(Box::new(pipe::Receiver::from_file(File::from(fd)).ok()?)),
+            Kind::Socket => Some(Box::new(socket(fd)?)),
+        }
+    }
+
+    pub(super) fn writer(fd: OwnedFd) -> Option<HostWriter> {
+        match kind(&fd)? {
+            Kind::Fifo => Some(Box::new(pipe::Sender::from_file(File::from(fd)).ok()?)),
+            Kind::Socket => Some(Box::new(socket(fd)?)),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum Line {

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::cli::ServeArgs;
 use crate::config::{ServeConfig, redact_url};
-use crate::{logging, relay, tls};
+use crate::{host, logging, relay, tls};
 
 pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_default_provider();
@@ -40,8 +40,14 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
-        let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
-        relay::run(&cfg, stdin, tokio::io::stdout(), shutdown).await
+        let (input, output) = host::stdio();
+        relay::run(
+            &cfg,
+            BufReader::with_capacity(64 * 1024, input),
+            output,
+            shutdown,
+        )
+        .await
     });
     // A read of stdin may be parked in a blocking thread (after a signal the
     // host has not closed it); do not wait for it.

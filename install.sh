@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds aicp-bridge from this checkout with cargo and installs the binary.
+# Installs nothing else: no toolchain, no services, no config.
+#
+#   ./install.sh                 # into ~/.local/bin
+#   ./install.sh --prefix /opt/aicp   # into /opt/aicp/bin
+set -euo pipefail
+cd "$(dirname "$0")"
+
+prefix="${HOME}/.local"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix="$2"; shift 2 ;;
+    --prefix=*) prefix="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+missing=0
+if ! command -v cargo >/dev/null; then
+  echo "install.sh: cargo not found. Install Rust 1.88 or newer from https://rustup.rs, then run this again." >&2
+  missing=1
+else
+  have=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n' 1.88.0 "$have" | sort -V | head -n1)" != 1.88.0 ]; then
+    echo "install.sh: rustc $have is too old; aicp-bridge needs 1.88 or newer (rustup update)." >&2
+    missing=1
+  fi
+fi
+if ! command -v cc >/dev/null; then
+  echo "install.sh: no C compiler (cc) found; the TLS library (ring) needs one. On Debian/Ubuntu: apt-get install gcc; on macOS: xcode-select --install." >&2
+  missing=1
+fi
+[ "$missing" = 0 ] || exit 1
+
+echo "install.sh: building the release binary (cargo build --release --locked)"
+cargo build --release --locked --quiet
+mkdir -p "$prefix/bin"
+install -m 0755 target/release/aicp-bridge "$prefix/bin/aicp-bridge"
+bin="$(cd "$prefix/bin" && pwd)/aicp-bridge"
+echo "install.sh: installed $bin ($("$bin" --version))"
+
+case ":$PATH:" in
+  *":$prefix/bin:"*) ;;
+  *) echo "install.sh: note: $prefix/bin is not on your PATH; add it, or use the absolute path above." ;;
+esac
+
+cat <<NEXT
+
+Next steps:
+  1. Try it end to end on this machine:   scripts/demo.sh "$bin"
+  2. Register it in Claude Desktop (claude_desktop_config.json, "mcpServers"):
+       "aicp": { "command": "$bin",
+                 "args": ["serve", "--hub", "wss://YOUR-HUB/mcp", "--token-file", "$HOME/.config/aicp-bridge/token"] }
+     (put the hub token alone in that file, chmod 600; never in the JSON itself)
+     or in Claude Code:  claude mcp add aicp -- "$bin" serve --hub wss://YOUR-HUB/mcp --token-file ~/.config/aicp-bridge/token
+NEXT
