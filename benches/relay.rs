@@ -7,7 +7,7 @@
 //! Prints a Markdown table; docs/performance.md records one run of it.
 
 #[path = "../tests/it/support/hub.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod hub;
 
 use std::process::Stdio;
@@ -24,6 +24,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const BIN: &str = env!("CARGO_BIN_EXE_aicp-bridge");
 
 /// One way to talk MCP to the hub: directly over WebSocket, or through the bridge's stdio.
+// Two long-lived values: their size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Peer {
     Direct(WebSocketStream<MaybeTlsStream<TcpStream>>),
     Bridge {

@@ -6,7 +6,7 @@
 //! `cargo run --example demo_hub -- 8765`
 
 #[path = "../tests/it/support/hub.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod hub;
 
 use tokio::io::AsyncReadExt;
