@@ -135,3 +135,82 @@ async fn python_sdk_host_drives_every_capability() {
     // The SDK's cancel of the hanging call reached the hub with the SDK's own id.
     assert_eq!(hub.cancelled().len(), 1, "{:?}", hub.cancelled());
 }
+
+/// The MCP Inspector's CLI (npm `@modelcontextprotocol/inspector-cli`, installed
+/// into tests/node by scripts/test.sh): one process per method, each spawning the bridge.
+fn inspector() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/node/node_modules/@modelcontextprotocol/inspector-cli/build/index.js");
+    path.exists().then_some(path)
+}
+
+#[tokio::test]
+async fn mcp_inspector_cli_drives_the_bridge() {
+    let Some(cli) = inspector() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide the MCP Inspector CLI (npm ci in tests/node)"
+        );
+        eprintln!("SKIPPED: no MCP Inspector CLI; run `npm ci --prefix tests/node`");
+        return;
+    };
+    let hub = TestHub::start(HubOptions::default()).await;
+    let url = hub.url();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--method", "tools/list"], "\"echo\""),
+        (
+            &[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "echo",
+                "--tool-arg",
+                "text=from-inspector",
+            ],
+            "from-inspector",
+        ),
+        (
+            &["--method", "resources/read", "--uri", "aicp://shared-state"],
+            "aicp://shared-state",
+        ),
+        (
+            &[
+                "--method",
+                "prompts/get",
+                "--prompt-name",
+                "analyze_task",
+                "--prompt-args",
+                "task=inspect",
+            ],
+            "Analyze: inspect",
+        ),
+        (
+            &["--method", "resources/templates/list"],
+            "aicp://context/{key}",
+        ),
+    ];
+    for (args, expect) in cases {
+        // v1.0.3 finds its own package.json relative to the working directory: run it from its build dir.
+        let out = tokio::process::Command::new("node")
+            .current_dir(cli.parent().unwrap())
+            .arg(&cli)
+            .args([BIN, "serve", "--hub", &url])
+            .args(args)
+            .env_remove("AICP_TOKEN")
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("inspector finished")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(expect),
+            "{args:?}: expected {expect} in {stdout}"
+        );
+    }
+}
