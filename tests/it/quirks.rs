@@ -231,3 +231,22 @@ async fn the_hub_pings_every_interval_and_the_bridge_always_pongs() {
         "never dropped (2 = subprotocol retry)"
     );
 }
+
+#[tokio::test]
+async fn sloppy_frames_reach_the_host_as_one_valid_message_per_line() {
+    let (_hub, mut bridge) = setup().await;
+    bridge.send(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sloppy_frames","arguments":{}}})).await;
+    // The harness fails on any stdout line that is not one JSON-RPC 2.0 message.
+    let (before, reply) = bridge.until_response(&json!(1)).await;
+    let seen: Vec<u64> = before
+        .iter()
+        .map(|m| m["params"]["data"].as_u64().unwrap())
+        .collect();
+    // 1 binary frame, 2 pretty-printed, 3 and 4 a batch, 5 without "jsonrpc"; the
+    // non-UTF-8 binary frame and the unparsable text are dropped.
+    assert_eq!(seen, [1, 2, 3, 4, 5], "{before:?}");
+    assert_eq!(reply["result"]["content"][0]["text"], "sloppy");
+    let log = bridge.stderr();
+    assert!(log.contains("binary hub frame that is not UTF-8"), "{log}");
+    assert!(log.contains("unreadable message from the hub"), "{log}");
+}

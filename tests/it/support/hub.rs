@@ -740,6 +740,31 @@ impl Conn {
                 self.send(notification("notifications/tools/list_changed", None));
                 Ok(text_result("notified"))
             }
+            "sloppy_frames" => {
+                // Frames real hubs have been seen to send, each a known way to
+                // break a host that reads one JSON-RPC message per line.
+                let note = |n: u32| {
+                    notification(
+                        "notifications/message",
+                        Some(json!({"level": "info", "data": n})),
+                    )
+                };
+                let _ = self
+                    .out
+                    .send(Message::binary(note(1).to_string().into_bytes()));
+                let _ = self.out.send(Message::text(
+                    serde_json::to_string_pretty(&note(2)).unwrap(),
+                ));
+                let _ = self
+                    .out
+                    .send(Message::text(json!([note(3), note(4)]).to_string()));
+                let mut bare = note(5);
+                bare.as_object_mut().unwrap().remove("jsonrpc");
+                self.send(bare);
+                let _ = self.out.send(Message::binary(vec![0xff, 0xfe, 0x00]));
+                let _ = self.out.send(Message::text("{ this is not json"));
+                Ok(text_result("sloppy"))
+            }
             "big" => {
                 let bytes = args["bytes"].as_u64().unwrap_or(0);
                 Ok(text_result(
@@ -845,6 +870,7 @@ fn tools() -> Value {
         {"name": "roots", "description": "Asks the client for its roots", "inputSchema": object},
         {"name": "notify", "description": "Notifies, then answers", "inputSchema": object},
         {"name": "big", "description": "Returns a text of the given size", "inputSchema": big},
+        {"name": "sloppy_frames", "description": "Sends malformed frames, then answers", "inputSchema": object},
     ]);
     // `execution` is unknown to many SDKs: the bridge must pass it through untouched.
     for tool in tools.as_array_mut().into_iter().flatten() {
