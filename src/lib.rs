@@ -15,7 +15,7 @@
 //! - [`relay`]: the session loop between host and hub: pending requests, timeouts, fallbacks.
 //! - [`normalize`]: what the relay repairs in a sloppy hub's messages, one named rule each.
 //! - [`offline`]: what the bridge answers itself while the hub is unreachable.
-//! - [`hub`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
+//! - [`hub_connection`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
 
@@ -23,7 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod host;
-pub mod hub;
+pub mod hub_connection;
 pub mod logging;
 pub mod normalize;
 pub mod offline;

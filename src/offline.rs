@@ -10,7 +10,7 @@ use rmcp::model::{
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::hub::HubError;
+use crate::hub_connection::HubError;
 use crate::wire::{self, Id, Method};
 
 /// The JSON-RPC error code for "the hub cannot be reached"; in the range

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ServeConfig, redact_url};
 use crate::host::{self, Line, LineReader};
-use crate::hub::{self, HubError, HubEvent, Outgoing};
+use crate::hub_connection::{self, HubError, HubEvent, Outgoing};
 use crate::normalize;
 use crate::offline::{self, HUB_UNAVAILABLE};
 use crate::validate;
@@ -61,7 +61,7 @@ where
     // The hub task gets its own token: it must close the socket only after
     // this loop has finished handing the host what it is owed.
     let hub_shutdown = CancellationToken::new();
-    let link = hub::spawn(cfg.hub.clone(), hub_shutdown.clone());
+    let link = hub_connection::spawn(cfg.hub.clone(), hub_shutdown.clone());
 
     let (host_tx, host_rx) = mpsc::channel(64);
     let reader = tokio::spawn(read_host(input, cfg.max_host_message, host_tx));
