@@ -62,6 +62,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = crate::config::DEFAULT_MAX_BACKOFF.as_secs_f64())]
     pub max_backoff: f64,
 
+    /// What your assistant is good at (comma-separated, e.g. "rust,code-review"), declared to
+    /// the hub at initialize so it can route work to you.
+    #[arg(
+        long,
+        env = "AICP_CAPABILITIES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub capabilities: Vec<String>,
+
     /// Check every hub result against the MCP schema and log what does not conform.
     #[arg(long)]
     pub strict: bool,

@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub max_host_message: usize,
     pub request_timeout: Option<Duration>,
     pub strict: bool,
+    /// What this user's assistant is good at, declared to the hub at initialize.
+    pub capabilities: Vec<String>,
 }
 
 impl ServeConfig {
@@ -81,6 +83,13 @@ impl ServeConfig {
                 .map(|s| seconds("--request-timeout", s))
                 .transpose()?,
             strict: args.strict,
+            capabilities: args
+                .capabilities
+                .iter()
+                .flat_map(|c| c.split(','))
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect(),
         })
     }
 }

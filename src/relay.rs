@@ -91,6 +91,8 @@ where
         max_host_message: cfg.max_host_message,
         request_timeout: cfg.request_timeout,
         strict: cfg.strict,
+        agent_meta: (!cfg.capabilities.is_empty())
+            .then(|| json!({ "capabilities": cfg.capabilities })),
     };
     session.run(host_rx, link.events, &shutdown).await;
     drop(session);
@@ -163,6 +165,8 @@ struct Session {
     max_host_message: usize,
     request_timeout: Option<Duration>,
     strict: bool,
+    /// `{"capabilities": [...]}` added to `initialize` params under `_meta["aicp/agent"]`.
+    agent_meta: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -315,9 +319,15 @@ impl Session {
                 ))
                 .await;
         }
+        let mut text = text;
         if method == Method::Initialize {
-            let params: Arc<str> = params.as_deref().map_or("{}", RawValue::get).into();
-            self.init_params.send_replace(Some(params));
+            let mut init: Arc<str> = params.as_deref().map_or("{}", RawValue::get).into();
+            if let Some(agent) = &self.agent_meta {
+                // Declare this user's capabilities to the hub (docs/relay.md, "Agent capabilities").
+                init = with_agent_meta(&init, agent).into();
+                text = wire::request(&id, "initialize", &init);
+            }
+            self.init_params.send_replace(Some(init));
         }
         if let HubState::Down { cause } = &self.hub {
             debug!(%id, method = name, "hub down: answering locally");
@@ -571,6 +581,20 @@ impl Session {
             .await;
         }
     }
+}
+
+/// The `_meta` key under which `initialize` params declare the user's agent to an AICP hub.
+pub const AGENT_META_KEY: &str = "aicp/agent";
+
+fn with_agent_meta(params: &str, agent: &serde_json::Value) -> String {
+    let mut params: serde_json::Value = serde_json::from_str(params).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = params.as_object_mut() {
+        let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(AGENT_META_KEY.to_owned(), agent.clone());
+        }
+    }
+    params.to_string()
 }
 
 fn strict_check(method: Method, response: &str) -> Result<(), String> {

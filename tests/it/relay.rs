@@ -327,3 +327,46 @@ async fn a_duplicate_id_in_flight_is_refused() {
     let (_, done) = bridge.until_response(&json!(5)).await;
     assert_eq!(done["result"]["content"][0]["text"], "done");
 }
+
+#[tokio::test]
+async fn capabilities_are_declared_in_initialize_meta_and_kept_on_reconnect() {
+    let hub = TestHub::start(HubOptions::default()).await;
+    let mut bridge = Bridge::serve(
+        &hub.url(),
+        &[
+            "--capabilities",
+            "rust, code-review",
+            "--max-backoff",
+            "0.2",
+        ],
+    );
+    let init = bridge.initialize("2025-06-18").await;
+    assert_eq!(init["id"], "init");
+    let seen = hub
+        .wait_for(
+            "initialize",
+            |m| m["method"] == "initialize",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        seen["params"]["_meta"]["aicp/agent"],
+        json!({"capabilities": ["rust", "code-review"]})
+    );
+    assert_eq!(
+        seen["params"]["clientInfo"]["name"], "it-host",
+        "the rest of the params untouched"
+    );
+    hub.drop_connections();
+    bridge.recv().await; // list_changed after the re-initialize
+    let all: Vec<Value> = hub
+        .received()
+        .into_iter()
+        .filter(|m| m["method"] == "initialize")
+        .collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[1]["params"]["_meta"]["aicp/agent"]["capabilities"][0],
+        "rust"
+    );
+}
