@@ -18,11 +18,13 @@
 //! - [`hub_connection`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
+//! - [`hub`]: the `hub` command: a local AICP hub (MCP over WebSocket) with an embedded store, auth and metrics.
 
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod host;
+pub mod hub;
 pub mod hub_connection;
 pub mod logging;
 pub mod normalize;

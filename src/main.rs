@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => aicp_bridge::serve::serve_main(args),
+        Command::Hub(args) => aicp_bridge::hub::hub_main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

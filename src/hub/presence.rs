@@ -1,0 +1,164 @@
+//! Who is connected right now: one entry per connection (an identity may hold
+//! several), what each declared at `initialize`, and the wake-ups that go with
+//! it: a per-identity inbox signal for long-polls and a broadcast of changed
+//! resource URIs that sessions filter by their subscriptions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use super::routing::Candidate;
+
+/// How many resource changes a slow session may fall behind before it is
+/// told "everything you subscribed to changed" instead of each one.
+const CHANGE_BACKLOG: usize = 1024;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub connection: u64,
+    pub identity: String,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub capabilities: Vec<String>,
+    /// Unix milliseconds.
+    pub connected_at: u64,
+}
+
+pub struct Presence {
+    agents: Mutex<HashMap<u64, Agent>>,
+    /// Bumped when a message for that identity is stored; long-polls wait on it.
+    inboxes: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// URIs whose content changed (`aicp://shared-state`, `aicp://context/k`, `aicp://inbox/a`).
+    changes: broadcast::Sender<Arc<str>>,
+    next_connection: AtomicU64,
+}
+
+impl Default for Presence {
+    fn default() -> Presence {
+        Presence {
+            agents: Mutex::default(),
+            inboxes: Mutex::default(),
+            changes: broadcast::channel(CHANGE_BACKLOG).0,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Presence {
+    pub fn next_connection(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn join(&self, agent: Agent) {
+        self.agents.lock().unwrap().insert(agent.connection, agent);
+    }
+
+    /// Records what `initialize` said; returns the updated entry.
+    pub fn update(&self, connection: u64, f: impl FnOnce(&mut Agent)) -> Option<Agent> {
+        let mut agents = self.agents.lock().unwrap();
+        let a = agents.get_mut(&connection)?;
+        f(a);
+        Some(a.clone())
+    }
+
+    pub fn leave(&self, connection: u64) {
+        self.agents.lock().unwrap().remove(&connection);
+    }
+
+    pub fn count(&self) -> usize {
+        self.agents.lock().unwrap().len()
+    }
+
+    /// Every connection, ordered by identity then connection.
+    pub fn list(&self) -> Vec<Agent> {
+        let mut v: Vec<Agent> = self.agents.lock().unwrap().values().cloned().collect();
+        v.sort_by(|a, b| {
+            a.identity
+                .cmp(&b.identity)
+                .then(a.connection.cmp(&b.connection))
+        });
+        v
+    }
+
+    /// Connected identities other than `except`, each with the union of the
+    /// capabilities its connections declared.
+    pub fn candidates(&self, except: &str) -> Vec<Candidate> {
+        let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in self.agents.lock().unwrap().values() {
+            if a.identity == except {
+                continue;
+            }
+            let caps = by_id.entry(a.identity.clone()).or_default();
+            for c in &a.capabilities {
+                if !caps.contains(c) {
+                    caps.push(c.clone());
+                }
+            }
+        }
+        by_id
+            .into_iter()
+            .map(|(identity, capabilities)| Candidate {
+                identity,
+                capabilities,
+            })
+            .collect()
+    }
+
+    pub fn is_connected(&self, identity: &str) -> bool {
+        self.agents
+            .lock()
+            .unwrap()
+            .values()
+            .any(|a| a.identity == identity)
+    }
+
+    pub fn capabilities_of(&self, identity: &str) -> Option<Vec<String>> {
+        self.candidates("")
+            .into_iter()
+            .find(|c| c.identity == identity)
+            .map(|c| c.capabilities)
+    }
+
+    /// A receiver that changes whenever `identity` gets a message.
+    pub fn inbox_signal(&self, identity: &str) -> watch::Receiver<u64> {
+        self.inboxes
+            .lock()
+            .unwrap()
+            .entry(identity.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// A message for `identity` was stored: wake its long-polls and its subscribed sessions.
+    pub fn inbox_changed(&self, identity: &str) {
+        if let Some(tx) = self.inboxes.lock().unwrap().get(identity) {
+            tx.send_modify(|n| *n += 1);
+        }
+        self.changed(&inbox_uri(identity));
+    }
+
+    pub fn changed(&self, uri: &str) {
+        // No receivers is fine: nobody subscribed.
+        let _ = self.changes.send(Arc::from(uri));
+    }
+
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
+    }
+}
+
+pub const SHARED_STATE_URI: &str = "aicp://shared-state";
+pub const CONTEXT_URI_PREFIX: &str = "aicp://context/";
+pub const INBOX_URI_PREFIX: &str = "aicp://inbox/";
+
+pub fn inbox_uri(identity: &str) -> String {
+    format!("{INBOX_URI_PREFIX}{identity}")
+}
+
+pub fn context_uri(key: &str) -> String {
+    format!("{CONTEXT_URI_PREFIX}{key}")
+}

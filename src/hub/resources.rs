@@ -1,0 +1,101 @@
+//! The hub's resources: `aicp://shared-state` (the whole snapshot as one JSON
+//! object, values as JSON), `aicp://context/{key}` (one value) and
+//! `aicp://inbox/{agent}` (the caller's own unread messages, without
+//! acknowledging them). Subscriptions are per session (see `session.rs`).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::auth::Scope;
+use super::presence::{CONTEXT_URI_PREFIX, INBOX_URI_PREFIX, SHARED_STATE_URI, inbox_uri};
+use super::rpc::{RESOURCE_NOT_FOUND, RpcError};
+use super::tools::{INBOX_PAGE, with_store};
+use super::{Caller, Shared, now_ms};
+
+const JSON: &str = "application/json";
+
+pub fn list(caller: &Caller) -> Value {
+    json!({"resources": [
+        {"uri": SHARED_STATE_URI, "name": "shared-state", "title": "Shared state",
+         "description": "Every shared context key and its JSON value", "mimeType": JSON},
+        {"uri": inbox_uri(&caller.identity), "name": "inbox", "title": "My inbox",
+         "description": "Unread messages for this agent (reading does not acknowledge; read_inbox does)", "mimeType": JSON},
+    ]})
+}
+
+pub fn templates() -> Value {
+    json!({"resourceTemplates": [
+        {"uriTemplate": "aicp://context/{key}", "name": "context", "title": "One shared context value",
+         "description": "The JSON value shared under {key}", "mimeType": JSON},
+        {"uriTemplate": "aicp://inbox/{agent}", "name": "inbox", "title": "An agent's inbox",
+         "description": "Unread messages for {agent}; only the agent itself may read it", "mimeType": JSON},
+    ]})
+}
+
+/// What a URI names, after checking the caller may see it.
+pub enum Target {
+    SharedState,
+    Context(String),
+    Inbox(String),
+}
+
+pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, RpcError> {
+    let not_found = || {
+        RpcError::new(RESOURCE_NOT_FOUND, format!("resource not found: {uri}"))
+            .with_data(json!({"uri": uri}))
+    };
+    if uri == SHARED_STATE_URI {
+        caller.require(Scope::Read)?;
+        Ok(Target::SharedState)
+    } else if let Some(key) = uri
+        .strip_prefix(CONTEXT_URI_PREFIX)
+        .filter(|k| !k.is_empty())
+    {
+        caller.require(Scope::Read)?;
+        Ok(Target::Context(key.to_owned()))
+    } else if let Some(agent) = uri.strip_prefix(INBOX_URI_PREFIX) {
+        caller.require(Scope::Message)?;
+        if agent != caller.identity {
+            // Another agent's inbox is private; say so without confirming it exists.
+            return Err(not_found());
+        }
+        Ok(Target::Inbox(agent.to_owned()))
+    } else {
+        Err(not_found())
+    }
+}
+
+pub async fn read(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    let uri = params
+        .get("uri")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("resources/read needs a string `uri`"))?;
+    let body = match resolve(caller, uri)? {
+        Target::SharedState => with_store(shared, |s| s.snapshot())
+            .await
+            .map(Value::Object),
+        Target::Context(key) => match with_store(shared, move |s| s.get_state(&key)).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => {
+                return Err(RpcError::new(
+                    RESOURCE_NOT_FOUND,
+                    format!("no shared context under {uri}"),
+                )
+                .with_data(json!({"uri": uri})));
+            }
+            Err(e) => Err(e),
+        },
+        Target::Inbox(agent) => with_store(shared, move |s| {
+            s.read_inbox(&agent, 0, now_ms(), INBOX_PAGE)
+        })
+        .await
+        .map(|m| json!({"messages": m})),
+    }
+    .map_err(|e| RpcError::new(super::rpc::INTERNAL_ERROR, e.to_string()))?;
+    Ok(json!({"contents": [{"uri": uri, "mimeType": JSON, "text": body.to_string()}]}))
+}

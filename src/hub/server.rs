@@ -1,0 +1,278 @@
+//! The hub's listener. One port serves both HTTP (`/health`, `/ready`,
+//! `/metrics`) and the MCP WebSocket (an upgrade on any path, `/mcp` by
+//! convention, as the original hub accepted). The request head is parsed here
+//! so that auth and the connection limit are decided *before* the upgrade:
+//! a missing or invalid token gets HTTP 401 and no MCP traffic at all. Each
+//! accepted connection gets its own task (`session::run`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::auth::{self, Principal};
+use super::{Auth, HARD_FRAME_LIMIT_FACTOR, Shared, session};
+
+/// Longest request head accepted; a client sending more is not a WebSocket client.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// A client must send its request head within this time (slowloris guard).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The subprotocol the bridge offers; echoed when asked for.
+const SUBPROTOCOL: &str = "mcp";
+
+/// Accepts until `shutdown`, then waits for every connection to drain.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    auth: Arc<Auth>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    // Bounds simultaneous WebSocket sessions (HTTP probes are not counted).
+    let slots = Arc::new(Semaphore::new(shared.settings.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (shared, auth, slots, shutdown) = (
+            shared.clone(),
+            auth.clone(),
+            slots.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            if let Err(e) = handle(stream, shared, auth, slots, shutdown).await {
+                debug!(%peer, error = %e, "connection ended during the HTTP exchange");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    info!(connections = tracker.len(), "no longer accepting; draining");
+    tracker.wait().await;
+}
+
+struct Head {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header(name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    }
+}
+
+/// Reads the request head (up to the blank line); bytes after it stay buffered in `reader`.
+async fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Head>> {
+    let mut raw = Vec::with_capacity(1024);
+    loop {
+        let before = raw.len();
+        let n = reader.read_until(b'\n', &mut raw).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if raw.len() > MAX_HEAD_BYTES {
+            return Err(std::io::Error::other(format!(
+                "request head over {MAX_HEAD_BYTES} bytes"
+            )));
+        }
+        if &raw[before..] == b"\r\n" || &raw[before..] == b"\n" {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(std::io::Error::other("malformed HTTP request head")),
+    }
+    Ok(Some(Head {
+        method: req.method.unwrap_or("").to_owned(),
+        path: req.path.unwrap_or("/").to_owned(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+    }))
+}
+
+async fn respond(
+    stream: &mut BufReader<TcpStream>,
+    status: &str,
+    extra_headers: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn handle(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    auth: Arc<Auth>,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut stream = BufReader::new(stream);
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            let _ = respond(
+                &mut stream,
+                "400 Bad Request",
+                "",
+                "text/plain",
+                &format!("{e}\n"),
+            )
+            .await;
+            return Err(e);
+        }
+        Err(_) => return Ok(()),
+    };
+    let text = "text/plain; charset=utf-8";
+    if !head.has_token("Upgrade", "websocket") {
+        let path = head.path.split('?').next().unwrap_or("");
+        return match (head.method.as_str(), path) {
+            ("GET", "/health") => respond(&mut stream, "200 OK", "", text, "ok\n").await,
+            ("GET", "/ready") if shutdown.is_cancelled() => respond(&mut stream, "503 Service Unavailable", "", text, "draining\n").await,
+            ("GET", "/ready") => respond(&mut stream, "200 OK", "", text, "ready\n").await,
+            ("GET", "/metrics") => {
+                let store = shared.store.clone();
+                let bytes = tokio::task::spawn_blocking(move || store.size_bytes()).await.unwrap_or(0);
+                shared.metrics.store_bytes.set(bytes as i64);
+                let body = shared.metrics.render();
+                respond(&mut stream, "200 OK", "", "application/openmetrics-text; version=1.0.0; charset=utf-8", &body).await
+            }
+            _ => respond(&mut stream, "426 Upgrade Required", "Upgrade: websocket\r\n", text,
+                "This is an AICP hub: connect an MCP client with a WebSocket (ws://HOST:PORT/mcp). HTTP: /health, /ready, /metrics.\n").await,
+        };
+    }
+    let Some(key) = head.header("Sec-WebSocket-Key").map(str::to_owned) else {
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "",
+            text,
+            "missing Sec-WebSocket-Key\n",
+        )
+        .await;
+    };
+    if head.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
+        return respond(
+            &mut stream,
+            "426 Upgrade Required",
+            "Sec-WebSocket-Version: 13\r\n",
+            text,
+            "WebSocket version 13 required\n",
+        )
+        .await;
+    }
+    if shutdown.is_cancelled() {
+        return respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "",
+            text,
+            "the hub is shutting down\n",
+        )
+        .await;
+    }
+    let principal: Option<Principal> = match auth.as_ref() {
+        Auth::Open => None,
+        Auth::Jwt(secret) => {
+            match auth::bearer(head.header("Authorization")).and_then(|t| secret.verify(t)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    shared.metrics.refused("unauthorized");
+                    info!(error = %e, "upgrade refused: 401");
+                    return respond(
+                        &mut stream,
+                        "401 Unauthorized",
+                        "WWW-Authenticate: Bearer realm=\"aicp-hub\"\r\n",
+                        text,
+                        &format!("{e}\n"),
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+    let Ok(slot) = slots.try_acquire_owned() else {
+        shared.metrics.refused("too_many_connections");
+        let limit = shared.settings.max_connections;
+        warn!(limit, "upgrade refused: connection limit");
+        return respond(
+            &mut stream,
+            "503 Service Unavailable",
+            "Retry-After: 5\r\n",
+            text,
+            &format!("too many connections (limit {limit})\n"),
+        )
+        .await;
+    };
+    let protocol = if head.has_token("Sec-WebSocket-Protocol", SUBPROTOCOL) {
+        format!("Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n")
+    } else {
+        String::new()
+    };
+    let accept = derive_accept_key(key.trim().as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.flush().await?;
+    let max = shared.settings.max_message_bytes;
+    // Above the hub's message limit (answered with an error), below the hard
+    // limit (the frame is not even buffered and the connection ends).
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max.saturating_mul(HARD_FRAME_LIMIT_FACTOR)))
+        .max_frame_size(Some(max.saturating_mul(HARD_FRAME_LIMIT_FACTOR)));
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    shared.metrics.connections.inc();
+    shared.metrics.connections_total.inc();
+    session::run(ws, shared.clone(), principal, shutdown).await;
+    shared.metrics.connections.dec();
+    drop(slot);
+    Ok(())
+}

@@ -1,0 +1,545 @@
+//! Durable hub state behind a small trait: shared context, messages until read
+//! or expired, and the agents seen. The default is SQLite (bundled, WAL) in the
+//! data dir; a Redis-backed store for several hub replicas would implement the
+//! same trait. Every write is one transaction: a write that fails (disk full,
+//! read-only, a limit) returns an error and leaves what was stored untouched.
+//! Values are stored as JSON text and returned as JSON values, never as
+//! JSON-in-a-string.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::aixp::Envelope;
+
+/// File name of the database inside the data dir.
+pub const DB_FILE: &str = "hub.sqlite3";
+
+/// Sizes the store refuses to exceed; each error says the number.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Largest shared-context value, as JSON bytes.
+    pub max_value_bytes: usize,
+    /// Most shared-context keys.
+    pub max_keys: usize,
+    /// Most unread messages one recipient may hold (a flood cannot fill the disk).
+    pub max_inbox: usize,
+    /// Largest database file; SQLite reports "full" beyond it.
+    pub max_db_bytes: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> StoreLimits {
+        StoreLimits {
+            max_value_bytes: 64 * 1024,
+            max_keys: 10_000,
+            max_inbox: 1_000,
+            max_db_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("value is {len} bytes of JSON; the hub stores at most {max} per key")]
+    ValueTooLarge { len: usize, max: usize },
+    #[error("shared state already holds {max} keys, the hub's limit")]
+    TooManyKeys { max: usize },
+    #[error("{recipient}'s inbox already holds {max} unread messages, the hub's limit")]
+    InboxFull { recipient: String, max: usize },
+    #[error(
+        "the store is full ({max_bytes} bytes, the hub's limit, or the disk): nothing was written"
+    )]
+    Full { max_bytes: u64 },
+    #[error("store write failed, nothing was written: {0}")]
+    Write(rusqlite::Error),
+    #[error("store read failed: {0}")]
+    Read(rusqlite::Error),
+}
+
+/// One stored message with its envelope. `seq` orders a recipient's inbox and is its read cursor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub seq: u64,
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub reply_to: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub aixp: Envelope,
+}
+
+/// An agent the hub has seen connect, kept across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentRecord {
+    pub identity: String,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub capabilities: Vec<String>,
+    pub last_seen: u64,
+}
+
+/// What the hub needs from its store. Synchronous: the SQLite implementation
+/// answers in microseconds and callers run it off the async threads
+/// (`spawn_blocking`); a networked store would add an async twin.
+pub trait Store: Send + Sync + 'static {
+    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError>;
+    fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError>;
+    fn snapshot(&self) -> Result<Map<String, Value>, StoreError>;
+    /// Stores a message; returns its sequence number.
+    fn push_message(&self, msg: &Message) -> Result<u64, StoreError>;
+    /// An unexpired message by id (to continue a thread).
+    fn get_message(&self, id: &str, now_ms: u64) -> Result<Option<Message>, StoreError>;
+    /// Deletes `recipient`'s messages up to `ack_through` (already read), then
+    /// returns up to `limit` unexpired ones after it, oldest first.
+    fn read_inbox(
+        &self,
+        recipient: &str,
+        ack_through: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// Deletes expired messages; returns how many.
+    fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+    fn agent_seen(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    fn agents_seen(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Bytes the store occupies (for /metrics).
+    fn size_bytes(&self) -> u64;
+    /// Flushes the write-ahead log into the database; called once at shutdown.
+    fn close(&self) -> Result<(), StoreError>;
+}
+
+pub struct SqliteStore {
+    /// One connection: SQLite serialises writers anyway, and a mutex held for
+    /// microseconds is cheaper than a pool.
+    conn: Mutex<Connection>,
+    limits: StoreLimits,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS shared_state (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
+  recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
+  hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
+CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
+CREATE TABLE IF NOT EXISTS agents (
+  identity TEXT PRIMARY KEY, client_name TEXT, client_version TEXT, capabilities TEXT NOT NULL,
+  last_seen INTEGER NOT NULL);
+";
+
+impl SqliteStore {
+    pub fn open(dir: &Path, limits: StoreLimits) -> anyhow::Result<SqliteStore> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        let path = dir.join(DB_FILE);
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        SqliteStore::with_connection(conn, limits)
+            .with_context(|| format!("preparing {}", path.display()))
+    }
+
+    pub fn with_connection(conn: Connection, limits: StoreLimits) -> rusqlite::Result<SqliteStore> {
+        // WAL: readers never block the writer. synchronous=NORMAL: a commit
+        // survives a crash of the hub; a power cut may lose the last few.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let max_pages =
+            (limits.max_db_bytes / page_size.max(512) as u64).clamp(16, i64::MAX as u64) as i64;
+        conn.pragma_update(None, "max_page_count", max_pages)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            limits,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-written row (transactions), so poison is harmless.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_err(&self, e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full {
+                max_bytes: self.limits.max_db_bytes,
+            },
+            _ => StoreError::Write(e),
+        }
+    }
+}
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let id: String = r.get(1)?;
+    Ok(Message {
+        seq: r.get::<_, i64>(0)? as u64,
+        from: r.get(2)?,
+        to: r.get(3)?,
+        text: r.get(4)?,
+        reply_to: r.get(5)?,
+        created_at: r.get::<_, i64>(6)? as u64,
+        aixp: Envelope {
+            version: super::aixp::VERSION.into(),
+            id: id.clone(),
+            hops: r.get(7)?,
+            origin: r.get(8)?,
+            expires_at: r.get::<_, i64>(9)? as u64,
+        },
+        id,
+    })
+}
+
+const MESSAGE_COLUMNS: &str =
+    "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at";
+
+impl Store for SqliteStore {
+    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+        let text = value.to_string();
+        if text.len() > self.limits.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                len: text.len(),
+                max: self.limits.max_value_bytes,
+            });
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM shared_state WHERE key = ?1", [key], |_| {
+                Ok(())
+            })
+            .optional()
+            .map_err(StoreError::Read)?
+            .is_some();
+        if !exists {
+            let n: i64 = tx
+                .query_row("SELECT count(*) FROM shared_state", [], |r| r.get(0))
+                .map_err(StoreError::Read)?;
+            if n as usize >= self.limits.max_keys {
+                return Err(StoreError::TooManyKeys {
+                    max: self.limits.max_keys,
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO shared_state (key, value, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            params![key, text, by, now_ms as i64],
+        )
+        .map_err(|e| self.write_err(e))?;
+        tx.commit().map_err(|e| self.write_err(e))
+    }
+
+    fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .prepare_cached("SELECT value FROM shared_state WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(StoreError::Read)?;
+        Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t))))
+    }
+
+    fn snapshot(&self) -> Result<Map<String, Value>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT key, value FROM shared_state ORDER BY key")
+            .map_err(StoreError::Read)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(StoreError::Read)?;
+        let mut map = Map::new();
+        for row in rows {
+            let (k, v) = row.map_err(StoreError::Read)?;
+            map.insert(k, serde_json::from_str(&v).unwrap_or(Value::String(v)));
+        }
+        Ok(map)
+    }
+
+    fn push_message(&self, m: &Message) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        let n: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM messages WHERE recipient = ?1 AND expires_at > ?2",
+                params![m.to, m.created_at as i64],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::Read)?;
+        if n as usize >= self.limits.max_inbox {
+            return Err(StoreError::InboxFull {
+                recipient: m.to.clone(),
+                max: self.limits.max_inbox,
+            });
+        }
+        tx.execute(
+            "INSERT INTO messages (id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![m.id, m.from, m.to, m.text, m.reply_to, m.created_at as i64, m.aixp.hops, m.aixp.origin, m.aixp.expires_at as i64],
+        )
+        .map_err(|e| self.write_err(e))?;
+        let seq = tx.last_insert_rowid() as u64;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(seq)
+    }
+
+    fn get_message(&self, id: &str, now_ms: u64) -> Result<Option<Message>, StoreError> {
+        let conn = self.lock();
+        conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND expires_at > ?2"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![id, now_ms as i64], row_to_message)
+                .optional()
+        })
+        .map_err(StoreError::Read)
+    }
+
+    fn read_inbox(
+        &self,
+        recipient: &str,
+        ack_through: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let conn = self.lock();
+        if ack_through > 0 {
+            conn.prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute(params![recipient, ack_through as i64]))
+                .map_err(|e| self.write_err(e))?;
+        }
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
+            ))
+            .map_err(StoreError::Read)?;
+        let rows = stmt
+            .query_map(
+                params![recipient, ack_through as i64, now_ms as i64, limit as i64],
+                row_to_message,
+            )
+            .map_err(StoreError::Read)?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::Read)
+    }
+
+    fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM messages WHERE expires_at <= ?1",
+                [now_ms as i64],
+            )
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn agent_seen(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        let caps = serde_json::to_string(&a.capabilities).expect("strings serialise");
+        self.lock()
+            .execute(
+                "INSERT INTO agents (identity, client_name, client_version, capabilities, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(identity) DO UPDATE SET client_name = excluded.client_name,
+                   client_version = excluded.client_version, capabilities = excluded.capabilities, last_seen = excluded.last_seen",
+                params![a.identity, a.client_name, a.client_version, caps, a.last_seen as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn agents_seen(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT identity, client_name, client_version, capabilities, last_seen FROM agents ORDER BY identity")
+            .map_err(StoreError::Read)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let caps: String = r.get(3)?;
+                Ok(AgentRecord {
+                    identity: r.get(0)?,
+                    client_name: r.get(1)?,
+                    client_version: r.get(2)?,
+                    capabilities: serde_json::from_str(&caps).unwrap_or_default(),
+                    last_seen: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(StoreError::Read)?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::Read)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        let conn = self.lock();
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap_or(0);
+        let size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap_or(0);
+        (pages * size).max(0) as u64
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.lock()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.write_err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(id: &str, to: &str, created: u64, expires: u64) -> Message {
+        Message {
+            seq: 0,
+            id: id.into(),
+            from: "alice".into(),
+            to: to.into(),
+            text: format!("text of {id}"),
+            reply_to: None,
+            created_at: created,
+            aixp: Envelope {
+                version: "aixp/1".into(),
+                id: id.into(),
+                hops: 1,
+                origin: "alice".into(),
+                expires_at: expires,
+            },
+        }
+    }
+
+    #[test]
+    fn state_is_json_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+            s.put_state("plan", &json!({"steps": [1, 2]}), "alice", 1)
+                .unwrap();
+            s.put_state("plan", &json!({"steps": [1, 2, 3]}), "bob", 2)
+                .unwrap();
+            s.put_state("n", &json!(5), "bob", 2).unwrap();
+            s.close().unwrap();
+        }
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        assert_eq!(
+            s.get_state("plan").unwrap(),
+            Some(json!({"steps": [1, 2, 3]}))
+        );
+        assert_eq!(
+            Value::Object(s.snapshot().unwrap()),
+            json!({"n": 5, "plan": {"steps": [1, 2, 3]}})
+        );
+        assert_eq!(s.get_state("missing").unwrap(), None);
+    }
+
+    #[test]
+    fn limits_say_their_number_and_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            max_value_bytes: 10,
+            max_keys: 1,
+            max_inbox: 1,
+            ..Default::default()
+        };
+        let s = SqliteStore::open(dir.path(), limits).unwrap();
+        let err = s
+            .put_state("k", &json!("a long string"), "a", 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("at most 10"), "{err}");
+        s.put_state("k", &json!(1), "a", 1).unwrap();
+        let err = s.put_state("k2", &json!(1), "a", 1).unwrap_err();
+        assert!(err.to_string().contains("1 keys"), "{err}");
+        s.push_message(&msg("m1", "bob", 1, 100)).unwrap();
+        let err = s.push_message(&msg("m2", "bob", 1, 100)).unwrap_err();
+        assert!(matches!(err, StoreError::InboxFull { max: 1, .. }), "{err}");
+        assert_eq!(s.read_inbox("bob", 0, 2, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn inbox_acknowledges_by_cursor_and_hides_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        let a = s.push_message(&msg("m1", "bob", 1, 100)).unwrap();
+        let b = s.push_message(&msg("m2", "bob", 1, 100)).unwrap();
+        s.push_message(&msg("m3", "bob", 1, 50)).unwrap();
+        s.push_message(&msg("m4", "carol", 1, 100)).unwrap();
+        let all = s.read_inbox("bob", 0, 10, 10).unwrap();
+        assert_eq!(
+            all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["m1", "m2", "m3"]
+        );
+        assert_eq!(all[0].aixp.hops, 1);
+        // Reading again without acknowledging returns the same (durable until read).
+        assert_eq!(s.read_inbox("bob", 0, 10, 10).unwrap().len(), 3);
+        // Acknowledge through m1; m3 has expired by t=60.
+        let rest = s.read_inbox("bob", a, 60, 10).unwrap();
+        assert_eq!(rest.iter().map(|m| m.seq).collect::<Vec<_>>(), [b]);
+        assert!(
+            s.get_message("m1", 60).unwrap().is_none(),
+            "acknowledged messages are deleted"
+        );
+        assert!(
+            s.get_message("m3", 60).unwrap().is_none(),
+            "expired messages are never returned"
+        );
+        assert_eq!(s.purge_expired(60).unwrap(), 1);
+        assert_eq!(s.read_inbox("carol", 0, 60, 10).unwrap()[0].to, "carol");
+    }
+
+    #[test]
+    fn a_failing_write_returns_an_error_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        s.put_state("kept", &json!("before"), "a", 1).unwrap();
+        // Read-only: as when the file system turns read-only under the hub.
+        s.lock().pragma_update(None, "query_only", true).unwrap();
+        let err = s.put_state("kept", &json!("after"), "a", 2).unwrap_err();
+        assert!(matches!(err, StoreError::Write(_)), "{err}");
+        assert!(s.push_message(&msg("m", "bob", 1, 100)).is_err());
+        s.lock().pragma_update(None, "query_only", false).unwrap();
+        assert_eq!(s.get_state("kept").unwrap(), Some(json!("before")));
+    }
+
+    #[test]
+    fn disk_full_is_reported_with_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            max_db_bytes: 64 * 1024,
+            max_value_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let s = SqliteStore::open(dir.path(), limits).unwrap();
+        s.put_state("small", &json!("ok"), "a", 1).unwrap();
+        let big = json!("x".repeat(200 * 1024));
+        let err = s.put_state("big", &big, "a", 2).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Full { max_bytes: 65536 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("65536"));
+        assert_eq!(s.get_state("small").unwrap(), Some(json!("ok")));
+        assert_eq!(s.get_state("big").unwrap(), None);
+    }
+
+    #[test]
+    fn agents_seen_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        let rec = AgentRecord {
+            identity: "bob".into(),
+            client_name: Some("claude".into()),
+            client_version: Some("1".into()),
+            capabilities: vec!["rust".into()],
+            last_seen: 5,
+        };
+        s.agent_seen(&rec).unwrap();
+        assert_eq!(s.agents_seen().unwrap(), vec![rec]);
+        assert!(s.size_bytes() > 0);
+    }
+}

@@ -1,0 +1,568 @@
+//! The hub's tools: the original hub's three (`route_to_agent`,
+//! `share_context`, `orchestrate_collaboration`, same names, argument schemas
+//! and result field names) made real, plus `list_agents`, `send_message` and
+//! `read_inbox`. A tool that fails returns `isError: true` with the reason,
+//! so the model can read it; only an unknown tool is a protocol error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::aixp::{self, Incoming, Refused};
+use super::auth::Scope;
+use super::presence::{SHARED_STATE_URI, context_uri};
+use super::routing::{self, Candidate};
+use super::rpc::{RpcError, tool_error, tool_result};
+use super::store::{Message, StoreError};
+use super::{Caller, Shared, now_ms};
+
+/// Longest a `read_inbox` long-poll may wait; larger `wait_ms` values are clamped to it.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// Most messages one `read_inbox` returns.
+pub const INBOX_PAGE: usize = 100;
+
+/// `tools/list`: names, descriptions and input schemas.
+pub fn list() -> Value {
+    json!({"tools": [
+        {
+            "name": "route_to_agent",
+            "title": "Route a message to the best agent",
+            "description": "Classifies the message's intent and delivers it to the connected agent whose declared capabilities match best (target_capabilities if given). Says to whom; when no agent matches, returns a suggestion of the kind of agent to ask.",
+            "inputSchema": {"type": "object", "properties": {
+                "message": {"type": "string", "description": "The message or task to route"},
+                "target_capabilities": {"type": "array", "items": {"type": "string"}, "description": "Capabilities the recipient should have"},
+                "context": {"type": "object", "description": "Extra context delivered with the message"}
+            }, "required": ["message"]}
+        },
+        {
+            "name": "share_context",
+            "title": "Share context with every agent",
+            "description": "Stores a value under a key in the hub's shared state (durable); every agent can read it at aicp://shared-state or aicp://context/{key}.",
+            "inputSchema": {"type": "object", "properties": {
+                "context_key": {"type": "string", "description": "Key to store under"},
+                "context_value": {"description": "Any JSON value"}
+            }, "required": ["context_key", "context_value"]}
+        },
+        {
+            "name": "orchestrate_collaboration",
+            "title": "Split a task between agents",
+            "description": "Splits the task into subtasks (one per line or ';' if listed, else analyse/do/review), assigns every subtask to an agent (named in agents, else the connected ones), delivers each as a message and returns the plan.",
+            "inputSchema": {"type": "object", "properties": {
+                "task": {"type": "string", "description": "The task to split"},
+                "agents": {"type": "array", "items": {"type": "string"}, "description": "Identities to assign to (default: every other connected agent)"}
+            }, "required": ["task"]}
+        },
+        {
+            "name": "list_agents",
+            "title": "Who is connected",
+            "description": "Lists the connected agents: identity, client, declared capabilities.",
+            "inputSchema": {"type": "object", "properties": {}}
+        },
+        {
+            "name": "send_message",
+            "title": "Send a message to an agent",
+            "description": "Stores a message in the recipient's inbox (durable until read or expired) and notifies its sessions.",
+            "inputSchema": {"type": "object", "properties": {
+                "to": {"type": "string", "description": "Recipient identity"},
+                "text": {"type": "string", "description": "The message"},
+                "reply_to": {"type": "string", "description": "Id of the message this answers"}
+            }, "required": ["to", "text"]}
+        },
+        {
+            "name": "read_inbox",
+            "title": "Read my messages",
+            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read). Waits up to wait_ms (at most 30000) for one to arrive.",
+            "inputSchema": {"type": "object", "properties": {
+                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS},
+                "since": {"type": "integer", "minimum": 0}
+            }}
+        }
+    ]})
+}
+
+/// The scope a tool needs.
+pub fn scope_of(tool: &str) -> Option<Scope> {
+    match tool {
+        "share_context" => Some(Scope::Share),
+        "list_agents" => Some(Scope::Read),
+        "route_to_agent" | "orchestrate_collaboration" | "send_message" | "read_inbox" => {
+            Some(Scope::Message)
+        }
+        _ => None,
+    }
+}
+
+/// `tools/call`. `Err` only for what cannot be routed (unknown tool, missing scope).
+pub async fn call(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::invalid_params("tools/call needs a string `name`"))?;
+    let scope =
+        scope_of(name).ok_or_else(|| RpcError::invalid_params(format!("unknown tool {name:?}")))?;
+    caller.require(scope)?;
+    let empty = json!({});
+    let args = params.get("arguments").unwrap_or(&empty);
+    if !args.is_object() {
+        return Ok(tool_error("arguments must be an object", json!({})));
+    }
+    let incoming = Incoming::from_params(params);
+    Ok(match name {
+        "list_agents" => list_agents(shared),
+        "share_context" => share_context(shared, caller, args).await,
+        "send_message" => send_message(shared, caller, &incoming, args).await,
+        "read_inbox" => read_inbox(shared, caller, args).await,
+        "route_to_agent" => route_to_agent(shared, caller, &incoming, args).await,
+        "orchestrate_collaboration" => orchestrate(shared, caller, &incoming, args).await,
+        _ => unreachable!("scope_of knows every tool"),
+    })
+}
+
+fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, Value> {
+    match args.get(name) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(tool_error(format!("`{name}` must not be empty"), json!({}))),
+        Some(_) => Err(tool_error(format!("`{name}` must be a string"), json!({}))),
+        None => Err(tool_error(
+            format!("missing required argument `{name}`"),
+            json!({}),
+        )),
+    }
+}
+
+fn str_list(args: &Value, name: &str) -> Result<Option<Vec<String>>, Value> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    tool_error(format!("`{name}` must be an array of strings"), json!({}))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(tool_error(
+            format!("`{name}` must be an array of strings"),
+            json!({}),
+        )),
+    }
+}
+
+fn timestamp() -> String {
+    iso8601(now_ms())
+}
+
+/// RFC 3339 UTC with milliseconds, as the original hub's `timestamp` fields (no date crate needed).
+pub fn iso8601(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Runs a store operation off the async threads.
+pub async fn with_store<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&dyn super::store::Store) -> T + Send + 'static,
+) -> T {
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .expect("store operation panicked")
+}
+
+fn store_error(e: &StoreError) -> Value {
+    tool_error(e.to_string(), json!({}))
+}
+
+fn list_agents(shared: &Arc<Shared>) -> Value {
+    let agents: Vec<Value> = shared
+        .presence
+        .list()
+        .into_iter()
+        .map(|a| {
+            json!({
+                "identity": a.identity,
+                "connection": a.connection,
+                "client": {"name": a.client_name, "version": a.client_version},
+                "capabilities": a.capabilities,
+                "connected_at": iso8601(a.connected_at),
+            })
+        })
+        .collect();
+    tool_result(json!({"count": agents.len(), "agents": agents}), false)
+}
+
+async fn share_context(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Value {
+    let key = match str_arg(args, "context_key") {
+        Ok(k) => k.to_owned(),
+        Err(e) => return e,
+    };
+    let Some(value) = args.get("context_value").cloned() else {
+        return tool_error("missing required argument `context_value`", json!({}));
+    };
+    let by = caller.identity.clone();
+    let k = key.clone();
+    match with_store(shared, move |s| s.put_state(&k, &value, &by, now_ms())).await {
+        Ok(()) => {
+            shared.presence.changed(SHARED_STATE_URI);
+            shared.presence.changed(&context_uri(&key));
+            tool_result(
+                json!({"status": "success", "context_key": key, "shared_by": caller.identity, "timestamp": timestamp()}),
+                false,
+            )
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+/// Why a delivery did not happen.
+enum NotDelivered {
+    Refused(Refused),
+    Store(StoreError),
+}
+
+impl NotDelivered {
+    fn into_result(self) -> Value {
+        match self {
+            NotDelivered::Refused(r @ Refused::HopLimit { .. }) => {
+                tool_error(r.to_string(), json!({"aixpStatus": aixp::STATUS_HOP_LIMIT}))
+            }
+            NotDelivered::Refused(r) => tool_error(r.to_string(), json!({})),
+            NotDelivered::Store(e) => store_error(&e),
+        }
+    }
+}
+
+fn new_message_id() -> String {
+    format!("msg-{:x}-{:016x}", now_ms(), fastrand::u64(..))
+}
+
+/// Stores one message with its envelope and wakes the recipient.
+async fn deliver(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    incoming: &Incoming,
+    to: &str,
+    text: String,
+    reply_to: Option<String>,
+) -> Result<Message, NotDelivered> {
+    let now = now_ms();
+    let id = new_message_id();
+    let env = aixp::next_envelope(
+        incoming,
+        id.clone(),
+        &caller.identity,
+        now,
+        shared.settings.message_ttl_ms,
+        shared.settings.max_hops,
+    )
+    .map_err(NotDelivered::Refused)?;
+    let mut msg = Message {
+        seq: 0,
+        id,
+        from: caller.identity.clone(),
+        to: to.to_owned(),
+        text,
+        reply_to,
+        created_at: now,
+        aixp: env,
+    };
+    let m = msg.clone();
+    msg.seq = with_store(shared, move |s| s.push_message(&m))
+        .await
+        .map_err(NotDelivered::Store)?;
+    shared.metrics.messages_delivered.inc();
+    shared.presence.inbox_changed(to);
+    Ok(msg)
+}
+
+async fn send_message(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    incoming: &Incoming,
+    args: &Value,
+) -> Value {
+    let (to, text) = match (str_arg(args, "to"), str_arg(args, "text")) {
+        (Ok(to), Ok(text)) => (to.to_owned(), text.to_owned()),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let reply_to = match args.get("reply_to") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return tool_error("`reply_to` must be a string", json!({})),
+    };
+    // A reply continues its thread's envelope when the caller sent none.
+    let mut incoming = incoming.clone();
+    if let (Some(rt), None) = (&reply_to, incoming.hops) {
+        let rt = rt.clone();
+        if let Ok(Some(parent)) = with_store(shared, move |s| s.get_message(&rt, now_ms())).await {
+            incoming.hops = Some(parent.aixp.hops);
+            incoming.origin = Some(parent.aixp.origin);
+            incoming.expires_at = incoming.expires_at.or(Some(parent.aixp.expires_at));
+        }
+    }
+    match deliver(shared, caller, &incoming, &to, text, reply_to).await {
+        Ok(m) => tool_result(
+            json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
+            false,
+        ),
+        Err(e) => e.into_result(),
+    }
+}
+
+async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Value {
+    let wait_ms = match args.get("wait_ms") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_u64() {
+            Some(n) => n.min(MAX_WAIT_MS),
+            None => return tool_error("`wait_ms` must be a non-negative integer", json!({})),
+        },
+    };
+    let since = match args.get("since") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_u64() {
+            Some(n) => n,
+            None => return tool_error("`since` must be a non-negative integer", json!({})),
+        },
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    // Subscribed before the first look, so a message stored in between still wakes us.
+    let mut signal = shared.presence.inbox_signal(&caller.identity);
+    loop {
+        signal.borrow_and_update();
+        let me = caller.identity.clone();
+        let got = with_store(shared, move |s| {
+            s.read_inbox(&me, since, now_ms(), INBOX_PAGE)
+        })
+        .await;
+        let messages = match got {
+            Ok(m) => m,
+            Err(e) => return store_error(&e),
+        };
+        let done = !messages.is_empty() || tokio::time::Instant::now() >= deadline;
+        if !done {
+            tokio::select! {
+                _ = signal.changed() => continue,
+                _ = tokio::time::sleep_until(deadline) => continue,
+                _ = shared.shutdown.cancelled() => {}
+            }
+        }
+        let next_since = messages.last().map_or(since, |m| m.seq);
+        return tool_result(
+            json!({"messages": messages, "next_since": next_since}),
+            false,
+        );
+    }
+}
+
+async fn route_to_agent(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    incoming: &Incoming,
+    args: &Value,
+) -> Value {
+    let message = match str_arg(args, "message") {
+        Ok(m) => m.to_owned(),
+        Err(e) => return e,
+    };
+    let targets = match str_list(args, "target_capabilities") {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let intent = routing::classify(&message);
+    let wanted: Vec<String> = targets
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| intent.capabilities.iter().map(|c| c.to_string()).collect());
+    let candidates = shared.presence.candidates(&caller.identity);
+    let ts = timestamp();
+    let Some(best) = routing::best_match(&candidates, &wanted, |_| 0).cloned() else {
+        return tool_result(
+            json!({
+                "status": "suggested",
+                "agent": intent.suggested_agent,
+                "intent": intent.name,
+                "delivered": false,
+                "target_capabilities": wanted,
+                "suggestion": format!(
+                    "No connected agent declares {}; ask a {} agent (connected now: {}).",
+                    if wanted.is_empty() { "any capability".to_owned() } else { wanted.join(", ") },
+                    intent.suggested_agent,
+                    candidates.len()
+                ),
+                "timestamp": ts,
+            }),
+            false,
+        );
+    };
+    let text = match args.get("context") {
+        Some(ctx) if !ctx.is_null() => format!("{message}\n\nContext: {ctx}"),
+        _ => message,
+    };
+    match deliver(shared, caller, incoming, &best.identity, text, None).await {
+        Ok(m) => tool_result(
+            json!({
+                "status": "routed",
+                "agent": best.identity,
+                "intent": intent.name,
+                "delivered": true,
+                "message_id": m.id,
+                "agent_capabilities": best.capabilities,
+                "target_capabilities": wanted,
+                "suggestion": format!("Delivered to {} (capabilities: {}).", best.identity, best.capabilities.join(", ")),
+                "aixp": m.aixp,
+                "timestamp": ts,
+            }),
+            false,
+        ),
+        Err(e) => e.into_result(),
+    }
+}
+
+async fn orchestrate(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    incoming: &Incoming,
+    args: &Value,
+) -> Value {
+    let task = match str_arg(args, "task") {
+        Ok(t) => t.to_owned(),
+        Err(e) => return e,
+    };
+    let named = match str_list(args, "agents") {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    // Check the hop cap once, before anything is delivered: a plan is delivered whole or not at all.
+    if let Err(r) = aixp::next_envelope(
+        incoming,
+        String::new(),
+        &caller.identity,
+        now_ms(),
+        shared.settings.message_ttl_ms,
+        shared.settings.max_hops,
+    ) {
+        return NotDelivered::Refused(r).into_result();
+    }
+    let agents: Vec<Candidate> = match named.filter(|n| !n.is_empty()) {
+        Some(names) => {
+            let seen = with_store(shared, |s| s.agents_seen())
+                .await
+                .unwrap_or_default();
+            let mut out: Vec<Candidate> = Vec::new();
+            for n in names {
+                if out.iter().any(|c| c.identity == n) {
+                    continue;
+                }
+                let capabilities = shared
+                    .presence
+                    .capabilities_of(&n)
+                    .or_else(|| {
+                        seen.iter()
+                            .find(|a| a.identity == n)
+                            .map(|a| a.capabilities.clone())
+                    })
+                    .unwrap_or_default();
+                out.push(Candidate {
+                    identity: n,
+                    capabilities,
+                });
+            }
+            out
+        }
+        None => shared.presence.candidates(&caller.identity),
+    };
+    let subtasks = routing::split_task(&task);
+    let assignment = routing::assign(&subtasks, &agents);
+    let plan_id = format!("plan-{:x}-{:08x}", now_ms(), fastrand::u32(..));
+    let total = subtasks.len();
+    let mut steps = Vec::with_capacity(total);
+    let mut failures = Vec::new();
+    for (i, (st, who)) in subtasks.iter().zip(&assignment).enumerate() {
+        let mut step = json!({
+            "index": i + 1,
+            "description": st.description,
+            "capabilities": st.capabilities,
+            "agent": who,
+            "delivered": false,
+            "message_id": null,
+        });
+        if let Some(who) = who {
+            let text = format!(
+                "[{plan_id}] subtask {}/{total} of \"{task}\": {}",
+                i + 1,
+                st.description
+            );
+            match deliver(shared, caller, incoming, who, text, None).await {
+                Ok(m) => {
+                    step["delivered"] = json!(true);
+                    step["message_id"] = json!(m.id);
+                }
+                Err(NotDelivered::Store(e)) => {
+                    step["error"] = json!(e.to_string());
+                    failures.push(e.to_string());
+                }
+                Err(NotDelivered::Refused(r)) => return NotDelivered::Refused(r).into_result(),
+            }
+        }
+        steps.push(step);
+    }
+    let status = if agents.is_empty() {
+        "planned_unassigned"
+    } else if failures.is_empty() {
+        "delegated"
+    } else {
+        "partially_delegated"
+    };
+    tool_result(
+        json!({
+            "status": status,
+            "plan_id": plan_id,
+            "task": task,
+            "agents": agents.iter().map(|a| &a.identity).collect::<Vec<_>>(),
+            "subtasks": steps,
+            "timestamp": timestamp(),
+        }),
+        !failures.is_empty(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_formats_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_763_700_000_123), "2025-11-21T04:40:00.123Z");
+    }
+
+    #[test]
+    fn every_listed_tool_has_a_scope() {
+        for t in list()["tools"].as_array().unwrap() {
+            assert!(scope_of(t["name"].as_str().unwrap()).is_some(), "{t}");
+        }
+    }
+}
