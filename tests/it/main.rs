@@ -6,6 +6,7 @@ mod faults;
 mod hosts;
 mod hub_selftest;
 mod lifecycle;
+mod local_hub;
 mod quirks;
 mod relay;
 mod support;

@@ -2,6 +2,7 @@
 
 pub mod bridge;
 pub mod hub;
+pub mod local_hub;
 
 use std::time::Duration;
 
