@@ -92,7 +92,7 @@ async fn rmcp_client_through_a_quirky_hub() {
 }
 
 /// The venv Python with the `mcp` SDK: $AICP_TEST_PYTHON, or .venv/ in the repo (what .ci/run makes).
-fn sdk_python() -> Option<PathBuf> {
+pub(crate) fn sdk_python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("AICP_TEST_PYTHON") {
         return Some(p.into());
     }

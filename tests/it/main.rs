@@ -7,6 +7,7 @@ mod hosts;
 mod hub_selftest;
 mod lifecycle;
 mod local_hub;
+mod local_hub_sdk;
 mod quirks;
 mod relay;
 mod support;
