@@ -172,7 +172,7 @@ fn load_secret(common: &HubCommonArgs, data_dir: &std::path::Path) -> anyhow::Re
     Ok(match &common.jwt_secret_file {
         Some(f) => Secret::read_file(f)?,
         None => {
-            std::fs::create_dir_all(data_dir)
+            store::create_private_dir(data_dir)
                 .with_context(|| format!("creating data dir {}", data_dir.display()))?;
             Secret::load_or_create(data_dir)?
         }

@@ -123,6 +123,14 @@ impl Presence {
             .map(|c| c.capabilities)
     }
 
+    pub fn capabilities_of_connection(&self, connection: u64) -> Option<Vec<String>> {
+        self.agents
+            .lock()
+            .unwrap()
+            .get(&connection)
+            .map(|a| a.capabilities.clone())
+    }
+
     /// A receiver that changes whenever `identity` gets a message.
     pub fn inbox_signal(&self, identity: &str) -> watch::Receiver<u64> {
         self.inboxes

@@ -71,8 +71,9 @@ pub fn notification(method: &str, params: Value) -> String {
 }
 
 /// A tool's result: the text block for the model plus the same as `structuredContent`.
+/// Compact JSON: models read it as well as pretty JSON, and it is half the bytes on every hop.
 pub fn tool_result(structured: Value, is_error: bool) -> Value {
-    let text = serde_json::to_string_pretty(&structured).expect("values serialise");
+    let text = structured.to_string();
     json!({
         "content": [{"type": "text", "text": text}],
         "structuredContent": structured,

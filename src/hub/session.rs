@@ -334,9 +334,12 @@ where
             ))),
         };
         if let Some(result) = inline {
-            let (text, outcome) = match &result {
-                Ok(r) => (rpc::response(&id, r.clone()), outcome_of(r)),
-                Err(e) => (rpc::error(&id, e), e.outcome()),
+            let (text, outcome) = match result {
+                Ok(r) => {
+                    let outcome = outcome_of(&r);
+                    (rpc::response(&id, r), outcome)
+                }
+                Err(e) => (rpc::error(&id, &e), e.outcome()),
             };
             self.shared
                 .metrics
@@ -363,9 +366,12 @@ where
             };
             let text = tokio::select! {
                 r = work => {
-                    let (text, outcome) = match &r {
-                        Ok(v) => (rpc::response(&id, v.clone()), outcome_of(v)),
-                        Err(e) => (rpc::error(&id, e), e.outcome()),
+                    let (text, outcome) = match r {
+                        Ok(v) => {
+                            let outcome = outcome_of(&v);
+                            (rpc::response(&id, v), outcome)
+                        }
+                        Err(e) => (rpc::error(&id, &e), e.outcome()),
                     };
                     shared.metrics.call(&method, &tool, outcome, start.elapsed().as_secs_f64());
                     Some(text)

@@ -138,8 +138,7 @@ CREATE TABLE IF NOT EXISTS agents (
 impl SqliteStore {
     pub fn open(dir: &Path, limits: StoreLimits) -> anyhow::Result<SqliteStore> {
         use anyhow::Context;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating data dir {}", dir.display()))?;
+        create_private_dir(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let path = dir.join(DB_FILE);
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -177,6 +176,15 @@ impl SqliteStore {
             _ => StoreError::Write(e),
         }
     }
+}
+
+/// Creates the data dir readable by its owner only: it holds messages and the JWT secret.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {

@@ -54,6 +54,12 @@ pub fn list() -> Value {
             }, "required": ["task"]}
         },
         {
+            "name": "whoami",
+            "title": "Who am I on the hub",
+            "description": "This connection's identity, scopes and declared capabilities: the name other agents use to reach you.",
+            "inputSchema": {"type": "object", "properties": {}}
+        },
+        {
             "name": "list_agents",
             "title": "Who is connected",
             "description": "Lists the connected agents: identity, client, declared capabilities.",
@@ -81,13 +87,21 @@ pub fn list() -> Value {
     ]})
 }
 
-/// The scope a tool needs.
-pub fn scope_of(tool: &str) -> Option<Scope> {
+/// What a tool asks of the caller's token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Access {
+    Anyone,
+    Needs(Scope),
+}
+
+/// What a tool needs; None for an unknown tool.
+pub fn scope_of(tool: &str) -> Option<Access> {
     match tool {
-        "share_context" => Some(Scope::Share),
-        "list_agents" => Some(Scope::Read),
+        "whoami" => Some(Access::Anyone),
+        "share_context" => Some(Access::Needs(Scope::Share)),
+        "list_agents" => Some(Access::Needs(Scope::Read)),
         "route_to_agent" | "orchestrate_collaboration" | "send_message" | "read_inbox" => {
-            Some(Scope::Message)
+            Some(Access::Needs(Scope::Message))
         }
         _ => None,
     }
@@ -103,9 +117,11 @@ pub async fn call(
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| RpcError::invalid_params("tools/call needs a string `name`"))?;
-    let scope =
+    let access =
         scope_of(name).ok_or_else(|| RpcError::invalid_params(format!("unknown tool {name:?}")))?;
-    caller.require(scope)?;
+    if let Access::Needs(scope) = access {
+        caller.require(scope)?;
+    }
     let empty = json!({});
     let args = params.get("arguments").unwrap_or(&empty);
     if !args.is_object() {
@@ -113,6 +129,7 @@ pub async fn call(
     }
     let incoming = Incoming::from_params(params);
     Ok(match name {
+        "whoami" => whoami(shared, caller),
         "list_agents" => list_agents(shared),
         "share_context" => share_context(shared, caller, args).await,
         "send_message" => send_message(shared, caller, &incoming, args).await,
@@ -194,6 +211,17 @@ pub async fn with_store<T: Send + 'static>(
 
 fn store_error(e: &StoreError) -> Value {
     tool_error(e.to_string(), json!({}))
+}
+
+fn whoami(shared: &Arc<Shared>, caller: &Caller) -> Value {
+    let capabilities = shared
+        .presence
+        .capabilities_of_connection(caller.connection)
+        .unwrap_or_default();
+    tool_result(
+        json!({"identity": caller.identity, "connection": caller.connection, "scopes": caller.scopes.to_claim(), "capabilities": capabilities}),
+        false,
+    )
 }
 
 fn list_agents(shared: &Arc<Shared>) -> Value {

@@ -66,8 +66,11 @@ async def main_phase(bridge, url, token_alice, token_bob, bad_token):
         check(True, "ping")
 
         names = {t.name for t in (await alice.list_tools()).tools}
-        expected = {"route_to_agent", "share_context", "orchestrate_collaboration", "list_agents", "send_message", "read_inbox"}
+        expected = {"whoami", "route_to_agent", "share_context", "orchestrate_collaboration", "list_agents", "send_message", "read_inbox"}
         check(expected <= names, f"tools/list has every tool {sorted(names)}")
+
+        r, sc = await tool(bob, "whoami", {})
+        check(sc["identity"] == "bob" and sc["capabilities"] == ["rust", "code-review"], "whoami tells bob who he is on the hub")
 
         r, sc = await tool(alice, "list_agents", {})
         agents = {a["identity"]: a for a in sc["agents"]}
