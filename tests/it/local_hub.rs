@@ -552,3 +552,100 @@ async fn route_and_orchestrate_deliver_to_matching_agents() {
     assert_eq!(nb + nc, 5, "{b}\n{c}");
     assert!(nb >= 2 && nc >= 2, "spread over both agents: {nb} / {nc}");
 }
+
+#[tokio::test]
+async fn a_failed_store_write_is_a_tool_error_and_loses_nothing() {
+    let hub = LocalHub::start(&[
+        "--open",
+        "--max-store-bytes",
+        "65536",
+        "--max-value-bytes",
+        "1000000",
+        "--max-message-bytes",
+        "2000000",
+    ])
+    .await;
+    let mut c = RawClient::agent(hub.url(), None, &[]).await;
+    let r = c
+        .call_tool(
+            json!(1),
+            "share_context",
+            json!({"context_key": "kept", "context_value": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let big = "x".repeat(200 * 1024);
+    let r = c
+        .call_tool(
+            json!(2),
+            "share_context",
+            json!({"context_key": "big", "context_value": big}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("full") && text.contains("65536"), "{text}");
+    let r = c
+        .request(
+            json!(3),
+            "resources/read",
+            json!({"uri": "aicp://shared-state"}),
+        )
+        .await;
+    assert_eq!(
+        r["result"]["contents"][0]["text"], "{\"kept\":{\"a\":1}}",
+        "{r}"
+    );
+    let (_, m) = hub.http_get("/metrics").await;
+    assert!(m.contains("aicp_hub_calls_total{method=\"tools/call\",tool=\"share_context\",outcome=\"tool_error\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn the_connection_limit_refuses_with_503_and_frees_on_close() {
+    let hub = LocalHub::start(&["--open", "--max-connections", "1"]).await;
+    let first = RawClient::agent(hub.url(), None, &[]).await;
+    match RawClient::try_connect(hub.url(), None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("limit 1"), "{body}");
+        }
+        other => panic!("expected HTTP 503, got {:?}", other.err()),
+    }
+    drop(first);
+    // The slot frees once the hub has seen the close.
+    let start = Instant::now();
+    loop {
+        match RawClient::try_connect(hub.url(), None).await {
+            Ok(_) => break,
+            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("slot never freed: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_call_gets_no_answer_and_the_session_goes_on() {
+    let hub = LocalHub::start(&["--open"]).await;
+    let mut c = RawClient::agent(hub.url(), None, &[]).await;
+    c.send(
+        json!("poll"),
+        "tools/call",
+        json!({"name": "read_inbox", "arguments": {"wait_ms": 30_000}}),
+    )
+    .await;
+    c.send_text(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "poll", "reason": "user"}}).to_string()).await;
+    // The next message is the ping's answer: nothing for the cancelled poll, then or later.
+    let r = c.request(json!("p"), "ping", json!({})).await;
+    assert_eq!(r["id"], "p");
+    let r = c.call_tool(json!("w"), "whoami", json!({})).await;
+    assert_eq!(r["id"], "w", "{r}");
+    let (_, m) = hub.http_get("/metrics").await;
+    assert!(
+        !m.contains("tool=\"read_inbox\""),
+        "a cancelled call is not counted as answered:\n{m}"
+    );
+}
