@@ -119,6 +119,54 @@ pub struct SqliteStore {
     /// microseconds is cheaper than a pool.
     conn: Mutex<Connection>,
     limits: StoreLimits,
+    /// Moves WAL checkpoints (and their fsync) off the write path; None for a store without a file.
+    checkpointer: Mutex<Option<Checkpointer>>,
+}
+
+/// How often the background thread folds the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A thread with its own connection running passive checkpoints, so a commit
+/// never waits for one (SQLite's default runs them inside the committing call).
+struct Checkpointer {
+    /// Sending (or dropping it) stops the thread.
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> rusqlite::Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hub-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "background checkpoint failed");
+                    }
+                }
+            })
+            .expect("spawning a thread");
+        Ok(Checkpointer { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkpointer.get_mut().ok().and_then(Option::take) {
+            c.stop();
+        }
+    }
 }
 
 const SCHEMA: &str = "
@@ -142,8 +190,14 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        SqliteStore::with_connection(conn, limits)
-            .with_context(|| format!("preparing {}", path.display()))
+        let store = SqliteStore::with_connection(conn, limits)
+            .with_context(|| format!("preparing {}", path.display()))?;
+        store.lock().pragma_update(None, "wal_autocheckpoint", 0)?;
+        *store.checkpointer.lock().unwrap() = Some(
+            Checkpointer::start(&path)
+                .with_context(|| format!("opening {} for checkpoints", path.display()))?,
+        );
+        Ok(store)
     }
 
     pub fn with_connection(conn: Connection, limits: StoreLimits) -> rusqlite::Result<SqliteStore> {
@@ -160,6 +214,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             limits,
+            checkpointer: Mutex::new(None),
         })
     }
 
@@ -392,6 +447,9 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        if let Some(c) = self.checkpointer.lock().unwrap().take() {
+            c.stop();
+        }
         self.lock()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| self.write_err(e))
