@@ -649,3 +649,42 @@ async fn a_cancelled_call_gets_no_answer_and_the_session_goes_on() {
         "a cancelled call is not counted as answered:\n{m}"
     );
 }
+
+#[tokio::test]
+async fn a_secret_file_signs_and_checks_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-shared-by-ops\n").unwrap();
+    let secret_arg = secret.display().to_string();
+    let hub = LocalHub::start(&["--jwt-secret-file", &secret_arg]).await;
+    let out = std::process::Command::new(BIN)
+        .args([
+            "hub",
+            "token",
+            "--sub",
+            "ops",
+            "--jwt-secret-file",
+            &secret_arg,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut c = RawClient::agent(hub.url(), Some(&token), &[]).await;
+    let r = c.call_tool(json!(1), "whoami", json!({})).await;
+    assert_eq!(r["result"]["structuredContent"]["identity"], "ops", "{r}");
+    assert!(
+        !hub.data_dir().join("jwt-secret").exists(),
+        "no secret generated when a file is given"
+    );
+    // The data dir's own secret (a token from `hub token` without the file) does not work here.
+    assert!(
+        RawClient::try_connect(hub.url(), Some(&hub.token("ops", "read")))
+            .await
+            .is_err()
+    );
+}
