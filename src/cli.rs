@@ -72,6 +72,10 @@ pub struct ServeArgs {
     )]
     pub capabilities: Vec<String>,
 
+    /// Override a loop limit, e.g. `--limit max_hops=4` (repeatable; keys and defaults in docs/limits.md).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub limit: Vec<String>,
+
     /// Check every hub result against the MCP schema and log what does not conform.
     #[arg(long)]
     pub strict: bool,

@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::cli::ServeArgs;
 use crate::credentials::{self, Credential};
+use crate::guard::Limits;
 
 /// Largest host message relayed. Real hubs close the socket (1009) on a message
 /// over 1 MiB without replying, so the bridge refuses such a request itself and
@@ -54,6 +55,10 @@ pub struct ServeConfig {
     pub strict: bool,
     /// What this user's assistant is good at, declared to the hub at initialize.
     pub capabilities: Vec<String>,
+    /// The loop guard's limits (docs/limits.md).
+    pub limits: Limits,
+    /// This bridge instance in AIXP envelopes: random per run, so two bridges of one user differ.
+    pub origin: String,
 }
 
 impl ServeConfig {
@@ -64,6 +69,10 @@ impl ServeConfig {
             "wss" => Some(crate::tls::client_config(args.ca_file.as_deref())?),
             _ => None,
         };
+        let mut limits = Limits::default();
+        for assignment in &args.limit {
+            limits.set(assignment)?;
+        }
         if args.max_message_bytes < 1024 {
             bail!("--max-message-bytes must be at least 1024");
         }
@@ -90,6 +99,8 @@ impl ServeConfig {
                 .map(|c| c.trim().to_owned())
                 .filter(|c| !c.is_empty())
                 .collect(),
+            limits,
+            origin: format!("aicp-bridge-{:08x}", fastrand::u32(..)),
         })
     }
 }

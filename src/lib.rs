@@ -12,6 +12,8 @@
 //! - [`host`]: the stdio side: newline-delimited reading with a size limit, one stdout writer.
 //! - [`wire`]: the JSON-RPC envelope: classify a line without parsing its payload.
 //! - [`serve`]: the `serve` command: config, logging, signals, then the relay on stdio.
+//! - [`guard`]: the loop guard after AIXP: hops, time-to-live, repeats, rates, breaker. Pure.
+//! - [`aixp`]: the guard on the wire: envelopes into calls, refusals as tool results.
 //! - [`relay`]: the session loop between host and hub: pending requests, timeouts, fallbacks.
 //! - [`normalize`]: what the relay repairs in a sloppy hub's messages, one named rule each.
 //! - [`offline`]: what the bridge answers itself while the hub is unreachable.
@@ -19,9 +21,11 @@
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
 
+pub mod aixp;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod guard;
 pub mod host;
 pub mod hub_connection;
 pub mod logging;

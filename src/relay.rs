@@ -31,7 +31,9 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::aixp;
 use crate::config::{ServeConfig, redact_url};
+use crate::guard::{self, Guard, ListCache, Now, Outcome};
 use crate::host::{self, Line, LineReader};
 use crate::hub_connection::{self, HubError, HubEvent, Outgoing};
 use crate::normalize;
@@ -91,6 +93,8 @@ where
         max_host_message: cfg.max_host_message,
         request_timeout: cfg.request_timeout,
         strict: cfg.strict,
+        lists: ListCache::new(cfg.limits.list_cache),
+        guard: Guard::new(cfg.limits.clone(), cfg.origin.clone()),
         agent_meta: (!cfg.capabilities.is_empty())
             .then(|| json!({ "capabilities": cfg.capabilities })),
     };
@@ -141,6 +145,14 @@ struct Pending {
     /// When the request times out; pushed back by each progress notification.
     deadline: Option<Instant>,
     progress_token: Option<String>,
+    /// A `tools/call` the guard allowed: the guard must hear how it ended.
+    guarded: bool,
+    /// Still in the queue, waiting for a connection attempt.
+    queued: bool,
+    /// When its AIXP envelope expires: a queued call is dropped then, never sent late.
+    expires: Option<Instant>,
+    /// For `*/list` requests: where the answer goes in the list cache.
+    cache_key: Option<String>,
 }
 
 struct Session {
@@ -167,6 +179,10 @@ struct Session {
     strict: bool,
     /// `{"capabilities": [...]}` added to `initialize` params under `_meta["aicp/agent"]`.
     agent_meta: Option<serde_json::Value>,
+    /// The loop guard every `tools/call` passes (docs/limits.md).
+    guard: Guard,
+    /// Recent `*/list` answers, reused for identical requests (a host flood guard).
+    lists: ListCache,
 }
 
 impl Session {
@@ -338,14 +354,55 @@ impl Session {
             return self.send_host(reply).await;
         }
         debug!(%id, method = name, "host request");
-        if let Some(token) = &progress_token {
+        let now = Now::current();
+        let mut pending = Pending {
+            method,
+            deadline: self.request_timeout.map(|t| now.mono + t),
+            progress_token,
+            guarded: false,
+            queued: matches!(self.hub, HubState::Connecting),
+            expires: None,
+            cache_key: None,
+        };
+        if method.is_list() && self.lists.enabled() {
+            let key = format!("{name}\n{}", params.as_deref().map_or("", RawValue::get));
+            if let Some(result) = self.lists.get(&key, now.mono) {
+                let reply = wire::response(&id, result);
+                self.guard.count_cached_list();
+                return self.send_host(reply).await;
+            }
+            pending.cache_key = Some(key);
+        }
+        if method == Method::ToolsCall
+            && let Some(call) = params.as_deref().and_then(aixp::read_tool_call)
+        {
+            let call_info = guard::Call {
+                tool: &call.tool,
+                fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
+                incoming: call.incoming.clone(),
+                refers_to: guard::referenced_messages(call.arguments.as_ref()),
+            };
+            match self.guard.check(now, &call_info) {
+                Err(refusal) => {
+                    info!(%id, tool = %call.tool, limit = refusal.limit, current = refusal.current, "refused a call");
+                    return self.send_host(aixp::refusal_result(&id, &refusal)).await;
+                }
+                Ok(envelope) => {
+                    pending.guarded = true;
+                    let ttl = envelope.expires_at.saturating_sub(now.wall_ms);
+                    pending.expires = Some(now.mono + Duration::from_millis(ttl));
+                    if let Some(with) = params
+                        .as_deref()
+                        .and_then(|p| aixp::with_envelope(&id, p, &envelope))
+                    {
+                        text = with;
+                    }
+                }
+            }
+        }
+        if let Some(token) = &pending.progress_token {
             self.progress.insert(token.clone(), id.clone());
         }
-        let pending = Pending {
-            method,
-            deadline: self.request_timeout.map(|t| Instant::now() + t),
-            progress_token,
-        };
         self.pending.insert(id.clone(), pending);
         self.send_hub(Some(id), text);
     }
@@ -354,7 +411,7 @@ impl Session {
     /// id it was sent. A request still queued is simply never sent.
     fn host_cancel(&mut self, id: Option<Id>, text: String) {
         if let Some(id) = &id {
-            self.forget(id);
+            self.finish(id, Outcome::Abandoned);
             if let Some(at) = self
                 .queue
                 .iter()
@@ -368,10 +425,14 @@ impl Session {
         self.send_hub(None, text);
     }
 
-    fn forget(&mut self, id: &Id) -> Option<Pending> {
+    /// Removes a pending request; the guard hears how a call it allowed ended.
+    fn finish(&mut self, id: &Id, outcome: Outcome) -> Option<Pending> {
         let pending = self.pending.remove(id)?;
         if let Some(token) = &pending.progress_token {
             self.progress.remove(token);
+        }
+        if pending.guarded {
+            self.guard.finished(Now::current(), outcome);
         }
         Some(pending)
     }
@@ -386,7 +447,13 @@ impl Session {
                 reinitialized,
             } => {
                 self.hub = HubState::Up { generation };
-                for (_, text) in std::mem::take(&mut self.queue) {
+                self.lists.clear();
+                // Anything past its expiry goes first, so that nothing is sent late.
+                self.expire().await;
+                for (id, text) in std::mem::take(&mut self.queue) {
+                    if let Some(p) = id.and_then(|id| self.pending.get_mut(&id)) {
+                        p.queued = false;
+                    }
                     let _ = self.outbox.send(Outgoing { generation, text });
                 }
                 if reinitialized || std::mem::take(&mut self.initialized_locally) {
@@ -406,9 +473,16 @@ impl Session {
             HubEvent::Down { cause, retry_in } => {
                 // Requests queued for the attempt that failed were never sent:
                 // answer them as if the hub had been down when they came.
+                self.lists.clear();
+                // One lost connection is one hub failure for the breaker, however many calls it took along.
+                let mut failure = Some(Outcome::HubFailed);
                 for (id, text) in std::mem::take(&mut self.queue) {
                     let Some(id) = id else { continue };
-                    self.forget(&id);
+                    if self.pending.get(&id).is_some_and(|p| p.guarded) {
+                        self.finish(&id, failure.take().unwrap_or(Outcome::Abandoned));
+                    } else {
+                        self.finish(&id, Outcome::Abandoned);
+                    }
                     let Ok(msg) = wire::parse(&text, true) else {
                         continue;
                     };
@@ -425,7 +499,11 @@ impl Session {
                 // Requests already sent are lost with the connection.
                 let ids: Vec<Id> = self.pending.keys().cloned().collect();
                 for id in ids {
-                    self.forget(&id);
+                    if self.pending.get(&id).is_some_and(|p| p.guarded) {
+                        self.finish(&id, failure.take().unwrap_or(Outcome::Abandoned));
+                    } else {
+                        self.finish(&id, Outcome::Abandoned);
+                    }
                     let message = format!(
                         "connection to the AICP hub lost before it answered: {cause}. The request was not retried \
                          because it may have had side effects; check its effect before calling again"
@@ -465,11 +543,11 @@ impl Session {
             }
             return;
         }
-        let (kind, result_fix, has_version) = match wire::parse(&text, false) {
+        let (kind, reply, has_version) = match wire::parse(&text, false) {
             Err(e) => return warn!(error = %e, "dropped an unreadable message from the hub"),
             Ok(msg) => {
-                let fix = self.classify_hub(&msg);
-                (HubKind::from(&msg), fix, msg.has_version)
+                let reply = self.read_reply(&msg);
+                (HubKind::from(&msg), reply, msg.has_version)
             }
         };
         let text = if has_version {
@@ -480,16 +558,33 @@ impl Session {
         };
         match kind {
             HubKind::Response { id } => {
-                let Some(pending) = self.forget(&id) else {
+                let outcome = if reply.hub_failed {
+                    Outcome::HubFailed
+                } else {
+                    Outcome::Answered
+                };
+                let Some(pending) = self.finish(&id, outcome) else {
                     return debug!(%id, "dropped a hub reply to an unknown or cancelled request");
                 };
-                let out = match result_fix {
+                let mut out = match reply.fix {
                     ResultFix::Replace(result, rule) => {
                         info!(%id, rule = ?rule, "normalised a hub reply");
                         wire::response(&id, &result)
                     }
                     ResultFix::None => text,
                 };
+                if let Some(result) = reply.result {
+                    if let Some(key) = pending.cache_key {
+                        self.lists.put(key, result, Instant::now());
+                    } else if pending.guarded {
+                        let guard = &mut self.guard;
+                        if let Some(screened) =
+                            aixp::screen_delivered(&result, Now::current(), |e| guard.learn(e))
+                        {
+                            out = wire::response(&id, &screened);
+                        }
+                    }
+                }
                 if self.strict
                     && let Err(why) = strict_check(pending.method, &out)
                 {
@@ -520,37 +615,93 @@ impl Session {
                 }
                 self.send_host(text).await;
             }
+            HubKind::ListChanged => {
+                self.lists.clear();
+                self.send_host(text).await;
+            }
             HubKind::Notification => self.send_host(text).await,
         }
     }
 
-    /// Works out, while the message is still borrowed, whether a reply needs a rule applied.
-    fn classify_hub(&self, msg: &wire::Message<'_>) -> ResultFix {
+    /// Reads what the relay needs from a reply while the message is still
+    /// borrowed: whether a normalisation rule applies, the result text when the
+    /// list cache or the guard wants it, and whether the hub itself failed.
+    fn read_reply(&self, msg: &wire::Message<'_>) -> Reply {
+        let mut reply = Reply {
+            fix: ResultFix::None,
+            result: None,
+            hub_failed: false,
+        };
         let Kind::Response { id, is_error } = &msg.kind else {
-            return ResultFix::None;
+            return reply;
         };
         let Some(pending) = self.pending.get(id) else {
-            return ResultFix::None;
+            return reply;
         };
         if *is_error {
+            reply.hub_failed = msg.error.is_some_and(|e| is_hub_failure(e.get()));
             if let Some((result, rule)) = normalize::error_to_result(pending.method) {
-                return ResultFix::Replace(result.to_owned(), rule);
+                reply.fix = ResultFix::Replace(result.to_owned(), rule);
             }
-        } else if pending.method == Method::PromptsGet
+            return reply;
+        }
+        if pending.method == Method::PromptsGet
             && let Some(fixed) = msg.result.and_then(|r| normalize::prompt_result(r.get()))
         {
-            return ResultFix::Replace(fixed, normalize::Rule::BareStringPromptContent);
+            reply.fix = ResultFix::Replace(fixed, normalize::Rule::BareStringPromptContent);
         }
-        ResultFix::None
+        if pending.cache_key.is_some() || pending.guarded {
+            reply.result = msg.result.map(|r| r.get().to_owned());
+        }
+        reply
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.request_timeout?;
-        self.pending.values().filter_map(|p| p.deadline).min()
+        let timeouts = self.request_timeout.is_some();
+        let queued = !self.queue.is_empty();
+        if !timeouts && !queued {
+            return None;
+        }
+        self.pending
+            .values()
+            .flat_map(|p| {
+                [
+                    p.deadline.filter(|_| timeouts),
+                    p.expires.filter(|_| p.queued),
+                ]
+            })
+            .flatten()
+            .min()
     }
 
     async fn expire(&mut self) {
         let now = Instant::now();
+        // Queued calls past their AIXP expiry: dropped, never sent late.
+        let stale: Vec<Id> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.queued && p.expires.is_some_and(|e| e <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            warn!(%id, "a queued call expired before the hub could take it");
+            self.queue
+                .retain(|(queued, _)| queued.as_ref() != Some(&id));
+            self.finish(&id, Outcome::Abandoned);
+            let ttl = self.guard.limits().call_ttl.as_secs_f64();
+            let refusal = guard::Refusal {
+                aixp_status: guard::AixpStatus::COMMUNICATION,
+                limit: "call_ttl",
+                limit_value: ttl,
+                current: ttl,
+                resets_in_ms: None,
+                message: format!(
+                    "aicp-bridge dropped this call unsent: the hub could not be reached within its {ttl} s \
+                     time-to-live (call_ttl). It was not run. Try again if it is still wanted."
+                ),
+            };
+            self.send_host(aixp::refusal_result(&id, &refusal)).await;
+        }
         let expired: Vec<Id> = self
             .pending
             .iter()
@@ -564,6 +715,8 @@ impl Session {
             let cancel =
                 json!({ "requestId": id.to_value(), "reason": "timed out in aicp-bridge" })
                     .to_string();
+            // Timeouts count against the hub in the breaker.
+            self.finish(&id, Outcome::HubFailed);
             self.host_cancel(
                 Some(id.clone()),
                 wire::notification("notifications/cancelled", Some(&cancel)),
@@ -631,11 +784,11 @@ impl From<wire::Message<'_>> for HostAction {
         match msg.kind {
             Kind::Request { id, method } => {
                 let m = Method::from_name(&method);
-                // Only initialize needs its params kept; only requests that
-                // mention a progress token need their params parsed.
-                let params = (m == Method::Initialize)
-                    .then(|| msg.params.map(|p| p.to_owned()))
-                    .flatten();
+                // Params are kept only where the relay reads them (initialize,
+                // tools/call, list cache keys); only requests that mention a
+                // progress token have their params parsed here.
+                let keep = matches!(m, Method::Initialize | Method::ToolsCall) || m.is_list();
+                let params = keep.then(|| msg.params.map(|p| p.to_owned())).flatten();
                 let progress_token = msg
                     .params
                     .filter(|p| p.get().contains("\"progressToken\""))
@@ -666,6 +819,21 @@ fn request_id_param(params: Option<&RawValue>) -> Option<Id> {
     Id::from_value(params.get("requestId")?)
 }
 
+/// Whether a hub error says the hub itself failed (internal or server
+/// error), as opposed to a request it rightly refused (unknown method, bad params).
+fn is_hub_failure(error: &str) -> bool {
+    let code = serde_json::from_str::<serde_json::Value>(error)
+        .ok()
+        .and_then(|e| e.get("code").and_then(serde_json::Value::as_i64));
+    matches!(code, Some(-32603) | Some(-32099..=-32000))
+}
+
+struct Reply {
+    fix: ResultFix,
+    result: Option<String>,
+    hub_failed: bool,
+}
+
 enum ResultFix {
     None,
     Replace(String, normalize::Rule),
@@ -677,6 +845,7 @@ enum HubKind {
     Request { id: Id },
     Progress { token: Option<String> },
     Cancel { id: Option<Id> },
+    ListChanged,
     Notification,
 }
 
@@ -698,6 +867,9 @@ impl From<&wire::Message<'_>> for HubKind {
                 HubKind::Cancel {
                     id: request_id_param(msg.params),
                 }
+            }
+            Kind::Notification { method } if method.ends_with("/list_changed") => {
+                HubKind::ListChanged
             }
             Kind::Notification { .. } => HubKind::Notification,
         }

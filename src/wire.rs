@@ -85,6 +85,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// The list requests a host may flood, answered from the list cache.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            Method::ToolsList
+                | Method::ResourcesList
+                | Method::ResourcesTemplatesList
+                | Method::PromptsList
+        )
+    }
+
     pub fn from_name(name: &str) -> Method {
         match name {
             "initialize" => Method::Initialize,
