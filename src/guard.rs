@@ -138,7 +138,11 @@ impl Limits {
         let parsed = match (value.parse::<u64>(), value.parse::<f64>()) {
             (Ok(n), _) => serde_json::Value::from(n),
             (_, Ok(x)) => serde_json::Value::from(x),
-            _ => return Err(LimitError(format!("limit {key} needs a number, not {value:?}"))),
+            _ => {
+                return Err(LimitError(format!(
+                    "limit {key} needs a number, not {value:?}"
+                )));
+            }
         };
         table.insert(key.trim().to_owned(), parsed);
         *self = serde_json::from_value(serde_json::Value::Object(table.into_iter().collect()))
@@ -206,13 +210,24 @@ pub struct Refusal {
     pub aixp_status: AixpStatus,
     /// The limit's key, as in `[limits]`.
     pub limit: &'static str,
+    #[serde(serialize_with = "whole_if_whole")]
     pub limit_value: f64,
+    #[serde(serialize_with = "whole_if_whole")]
     pub current: f64,
     /// Milliseconds until the call could pass again, when that is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_in_ms: Option<u64>,
     #[serde(skip)]
     pub message: String,
+}
+
+/// Counts read better as `5` than `5.0`; seconds keep their fraction.
+fn whole_if_whole<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if x.fract() == 0.0 && *x >= 0.0 && *x < u64::MAX as f64 {
+        s.serialize_u64(*x as u64)
+    } else {
+        s.serialize_f64(*x)
+    }
 }
 
 impl fmt::Display for Refusal {

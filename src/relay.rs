@@ -94,6 +94,8 @@ where
         request_timeout: cfg.request_timeout,
         strict: cfg.strict,
         lists: ListCache::new(cfg.limits.list_cache),
+        list_waiters: HashMap::new(),
+        stranded: Vec::new(),
         guard: Guard::new(cfg.limits.clone(), cfg.origin.clone()),
         agent_meta: (!cfg.capabilities.is_empty())
             .then(|| json!({ "capabilities": cfg.capabilities })),
@@ -183,6 +185,11 @@ struct Session {
     guard: Guard,
     /// Recent `*/list` answers, reused for identical requests (a host flood guard).
     lists: ListCache,
+    /// Identical list requests that arrived while the first was in flight, by cache key:
+    /// they get its answer instead of going to the hub again.
+    list_waiters: HashMap<String, Vec<Id>>,
+    /// Waiters whose request ended without an answer (cancelled, timed out): told so after the event.
+    stranded: Vec<Id>,
 }
 
 impl Session {
@@ -214,6 +221,16 @@ impl Session {
                     }
                 },
                 _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => self.expire().await,
+            }
+            for id in std::mem::take(&mut self.stranded) {
+                let msg = "the identical list request this one was waiting on ended without an answer; ask again";
+                self.send_host(wire::error_response(
+                    Some(&id),
+                    ErrorCode(HUB_UNAVAILABLE),
+                    msg,
+                    None,
+                ))
+                .await;
             }
         }
     }
@@ -371,6 +388,12 @@ impl Session {
                 self.guard.count_cached_list();
                 return self.send_host(reply).await;
             }
+            if let Some(waiters) = self.list_waiters.get_mut(&key) {
+                waiters.push(id);
+                self.guard.count_cached_list();
+                return;
+            }
+            self.list_waiters.insert(key.clone(), Vec::new());
             pending.cache_key = Some(key);
         }
         if method == Method::ToolsCall
@@ -433,6 +456,14 @@ impl Session {
         }
         if pending.guarded {
             self.guard.finished(Now::current(), outcome);
+        }
+        if outcome != Outcome::Answered
+            && let Some(waiters) = pending
+                .cache_key
+                .as_ref()
+                .and_then(|k| self.list_waiters.remove(k))
+        {
+            self.stranded.extend(waiters);
         }
         Some(pending)
     }
@@ -573,6 +604,22 @@ impl Session {
                     }
                     ResultFix::None => text,
                 };
+                let waiters = pending
+                    .cache_key
+                    .as_ref()
+                    .and_then(|k| self.list_waiters.remove(k));
+                for waiter in waiters.into_iter().flatten() {
+                    let copy = match wire::parse(&out, false) {
+                        Ok(wire::Message {
+                            result: Some(r), ..
+                        }) => wire::response(&waiter, r.get()),
+                        Ok(wire::Message { error: Some(e), .. }) => {
+                            wire::error_with(&waiter, e.get())
+                        }
+                        _ => continue,
+                    };
+                    self.send_host(copy).await;
+                }
                 if let Some(result) = reply.result {
                     if let Some(key) = pending.cache_key {
                         self.lists.put(key, result, Instant::now());

@@ -329,6 +329,11 @@ pub fn response(id: &Id, result: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
 }
 
+/// An error response carrying an error object that is already JSON.
+pub fn error_with(id: &Id, error: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
+}
+
 /// A JSON-RPC error response. `id` is `None` only when it cannot be known.
 pub fn error_response(
     id: Option<&Id>,

@@ -3,6 +3,7 @@
 //! binary with a module per area keeps link time down.
 
 mod faults;
+mod guard;
 mod hosts;
 mod hub_selftest;
 mod lifecycle;

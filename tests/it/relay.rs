@@ -209,7 +209,10 @@ async fn stateless_era_discover_without_initialize() {
         sent["io.modelcontextprotocol/protocolVersion"], "2026-07-28",
         "the host's _meta kept: {sent}"
     );
-    assert_eq!(sent["aicp/aixp"]["hops"], 0, "the AIXP envelope added beside it: {sent}");
+    assert_eq!(
+        sent["aicp/aixp"]["hops"], 0,
+        "the AIXP envelope added beside it: {sent}"
+    );
 }
 
 #[tokio::test]
@@ -307,7 +310,12 @@ async fn pipelined_calls_all_come_back_to_their_callers() {
     // this test is about the relay.
     let mut bridge = Bridge::serve(
         &hub.url(),
-        &["--limit", "max_in_flight=64", "--limit", "tool_calls_per_minute=100"],
+        &[
+            "--limit",
+            "max_in_flight=64",
+            "--limit",
+            "tool_calls_per_minute=100",
+        ],
     );
     bridge.initialize("2025-06-18").await;
     for i in 0..64 {

@@ -174,10 +174,15 @@ impl Bridge {
     }
 
     pub async fn initialize(&mut self, version: &str) -> Value {
+        self.initialize_as(version, "it-host").await
+    }
+
+    /// Initializes with `name` as clientInfo.name (the test hub's agent identity).
+    pub async fn initialize_as(&mut self, version: &str, name: &str) -> Value {
         let params = json!({
             "protocolVersion": version,
             "capabilities": {"sampling": {}, "roots": {"listChanged": true}},
-            "clientInfo": {"name": "it-host", "version": "1.0"}
+            "clientInfo": {"name": name, "version": "1.0"}
         });
         let reply = self.request("init", "initialize", params).await;
         self.notify("notifications/initialized", json!({})).await;
