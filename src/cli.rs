@@ -20,13 +20,22 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Hub URL, ws:// or wss:// (plain ws:// only to loopback unless --allow-insecure).
-    #[arg(long, env = "AICP_HUB_URL", value_name = "URL")]
-    pub hub: String,
+/// Which hub, as whom: shared by every command that talks to a hub.
+#[derive(Debug, Clone, Args)]
+pub struct HubTarget {
+    /// Config file [env: AICP_CONFIG] [default: the platform config dir's aicp-bridge/config.toml]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
-    /// Read the hub's bearer token from this file (first line). Otherwise AICP_TOKEN is used if set.
+    /// Profile in the config file [default: the file's default_profile, else "default"]
+    #[arg(long, env = "AICP_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Hub URL, ws:// or wss:// (plain ws:// only to loopback unless --allow-insecure) [default: the profile's hub]
+    #[arg(long, env = "AICP_HUB_URL", value_name = "URL")]
+    pub hub: Option<String>,
+
+    /// Read the hub token from this file (first line) instead of AICP_TOKEN or the OS keyring.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
@@ -37,6 +46,12 @@ pub struct ServeArgs {
     /// Allow plain ws:// to a host that is not loopback (the token and all traffic travel unencrypted).
     #[arg(long)]
     pub allow_insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub target: HubTarget,
 
     /// Largest message accepted from the host, in bytes; larger requests are refused locally.
     #[arg(long, value_name = "BYTES", default_value_t = crate::config::DEFAULT_MAX_HOST_MESSAGE)]

@@ -6,7 +6,9 @@
 //! message meets them:
 //!
 //! - [`cli`]: the command line as clap types, nothing else.
-//! - [`config`]: validated settings built once from the command line and the environment.
+//! - [`config`]: validated settings, resolved once: flag > environment > config file > default.
+//! - [`config_file`]: the TOML file with named profiles; edits keep what they do not know.
+//! - [`paths`]: platform directories, and atomic owner-only writes.
 //! - [`credentials`]: where the hub token comes from (environment or a token file for now).
 //! - [`logging`]: tracing to stderr or a file, with every known secret redacted.
 //! - [`host`]: the stdio side: newline-delimited reading with a size limit, one stdout writer.
@@ -24,6 +26,7 @@
 pub mod aixp;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod credentials;
 pub mod guard;
 pub mod host;
@@ -31,6 +34,7 @@ pub mod hub_connection;
 pub mod logging;
 pub mod normalize;
 pub mod offline;
+pub mod paths;
 pub mod relay;
 pub mod serve;
 pub mod tls;

@@ -97,8 +97,7 @@ where
         list_waiters: HashMap::new(),
         stranded: Vec::new(),
         guard: Guard::new(cfg.limits.clone(), cfg.origin.clone()),
-        agent_meta: (!cfg.capabilities.is_empty())
-            .then(|| json!({ "capabilities": cfg.capabilities })),
+        init_meta: init_meta(cfg),
     };
     session.run(host_rx, link.events, &shutdown).await;
     drop(session);
@@ -179,8 +178,9 @@ struct Session {
     max_host_message: usize,
     request_timeout: Option<Duration>,
     strict: bool,
-    /// `{"capabilities": [...]}` added to `initialize` params under `_meta["aicp/agent"]`.
-    agent_meta: Option<serde_json::Value>,
+    /// Added to the host's `initialize` params `_meta`: `aicp/agent` (capabilities)
+    /// and `aicp/auth` (the token), when there are any.
+    init_meta: Vec<(&'static str, serde_json::Value)>,
     /// The loop guard every `tools/call` passes (docs/limits.md).
     guard: Guard,
     /// Recent `*/list` answers, reused for identical requests (a host flood guard).
@@ -355,9 +355,10 @@ impl Session {
         let mut text = text;
         if method == Method::Initialize {
             let mut init: Arc<str> = params.as_deref().map_or("{}", RawValue::get).into();
-            if let Some(agent) = &self.agent_meta {
-                // Declare this user's capabilities to the hub (docs/relay.md, "Agent capabilities").
-                init = with_agent_meta(&init, agent).into();
+            if !self.init_meta.is_empty() {
+                // Declare this user's agent, and the token for hubs that read it at
+                // initialize (docs/relay.md, "What the bridge adds to initialize").
+                init = with_meta(&init, &self.init_meta).into();
                 text = wire::request(&id, "initialize", &init);
             }
             self.init_params.send_replace(Some(init));
@@ -786,12 +787,33 @@ impl Session {
 /// The `_meta` key under which `initialize` params declare the user's agent to an AICP hub.
 pub const AGENT_META_KEY: &str = "aicp/agent";
 
-fn with_agent_meta(params: &str, agent: &serde_json::Value) -> String {
+/// The `_meta` key under which `initialize` params carry the bearer token, for
+/// hubs that authenticate at initialize rather than on the upgrade.
+pub const AUTH_META_KEY: &str = "aicp/auth";
+
+fn init_meta(cfg: &ServeConfig) -> Vec<(&'static str, serde_json::Value)> {
+    let mut meta = Vec::new();
+    if !cfg.capabilities.is_empty() {
+        meta.push((AGENT_META_KEY, json!({ "capabilities": cfg.capabilities })));
+    }
+    if let Some(cred) = &cfg.hub.credential {
+        use secrecy::ExposeSecret;
+        meta.push((
+            AUTH_META_KEY,
+            json!({ "type": "bearer", "token": cred.token.expose_secret() }),
+        ));
+    }
+    meta
+}
+
+fn with_meta(params: &str, entries: &[(&'static str, serde_json::Value)]) -> String {
     let mut params: serde_json::Value = serde_json::from_str(params).unwrap_or_else(|_| json!({}));
     if let Some(obj) = params.as_object_mut() {
         let meta = obj.entry("_meta").or_insert_with(|| json!({}));
         if let Some(meta) = meta.as_object_mut() {
-            meta.insert(AGENT_META_KEY.to_owned(), agent.clone());
+            for (key, value) in entries {
+                meta.insert((*key).to_owned(), value.clone());
+            }
         }
     }
     params.to_string()

@@ -33,6 +33,10 @@ pub fn command(args: &[&str]) -> (Command, tempfile::TempDir) {
         .env_remove("AICP_HUB_URL")
         .env_remove("AICP_TOKEN")
         .env_remove("AICP_LOG")
+        .env_remove("AICP_PROFILE")
+        .env_remove("AICP_CONFIG")
+        // Never the developer's own keyring; the keyring tests opt in.
+        .env("AICP_KEYRING", "none")
         .env("HOME", home.path())
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_DATA_HOME", home.path().join("data"))
