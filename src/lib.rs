@@ -20,11 +20,16 @@
 //! - [`normalize`]: what the relay repairs in a sloppy hub's messages, one named rule each.
 //! - [`offline`]: what the bridge answers itself while the hub is unreachable.
 //! - [`hub_connection`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
+//! - [`commands`]: login, logout, status, share, tools, call, install: the everyday command line.
+//! - [`client`]: a one-shot hub client for the command line (status, login, share, tools, call).
+//! - [`state`]: the small file each running `serve` keeps for `status`.
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
 
 pub mod aixp;
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod config;
 pub mod config_file;
 pub mod credentials;
@@ -37,6 +42,7 @@ pub mod offline;
 pub mod paths;
 pub mod relay;
 pub mod serve;
+pub mod state;
 pub mod tls;
 pub mod validate;
 pub mod wire;

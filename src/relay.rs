@@ -38,6 +38,7 @@ use crate::host::{self, Line, LineReader};
 use crate::hub_connection::{self, HubError, HubEvent, Outgoing};
 use crate::normalize;
 use crate::offline::{self, HUB_UNAVAILABLE};
+use crate::state::Live;
 use crate::validate;
 use crate::wire::{self, Id, Kind, Method};
 
@@ -54,6 +55,7 @@ pub async fn run<R, W>(
     cfg: &ServeConfig,
     input: R,
     output: W,
+    live: Arc<Live>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -98,6 +100,7 @@ where
         stranded: Vec::new(),
         guard: Guard::new(cfg.limits.clone(), cfg.origin.clone()),
         init_meta: init_meta(cfg),
+        live,
     };
     session.run(host_rx, link.events, &shutdown).await;
     drop(session);
@@ -190,6 +193,8 @@ struct Session {
     list_waiters: HashMap<String, Vec<Id>>,
     /// Waiters whose request ended without an answer (cancelled, timed out): told so after the event.
     stranded: Vec<Id>,
+    /// Counters and connection state for the state file `status` reads.
+    live: Arc<Live>,
 }
 
 impl Session {
@@ -387,6 +392,7 @@ impl Session {
             if let Some(result) = self.lists.get(&key, now.mono) {
                 let reply = wire::response(&id, result);
                 self.guard.count_cached_list();
+                self.live.record(self.guard.stats());
                 return self.send_host(reply).await;
             }
             if let Some(waiters) = self.list_waiters.get_mut(&key) {
@@ -406,7 +412,9 @@ impl Session {
                 incoming: call.incoming.clone(),
                 refers_to: guard::referenced_messages(call.arguments.as_ref()),
             };
-            match self.guard.check(now, &call_info) {
+            let decision = self.guard.check(now, &call_info);
+            self.live.record(self.guard.stats());
+            match decision {
                 Err(refusal) => {
                     info!(%id, tool = %call.tool, limit = refusal.limit, current = refusal.current, "refused a call");
                     return self.send_host(aixp::refusal_result(&id, &refusal)).await;
@@ -479,6 +487,7 @@ impl Session {
                 reinitialized,
             } => {
                 self.hub = HubState::Up { generation };
+                self.live.connected(true);
                 self.lists.clear();
                 // Anything past its expiry goes first, so that nothing is sent late.
                 self.expire().await;
@@ -550,6 +559,7 @@ impl Session {
                     .await;
                 }
                 self.hub_requests.clear();
+                self.live.connected(false);
                 self.hub = HubState::Down { cause };
             }
             HubEvent::Frame { generation, text } => match self.hub {

@@ -752,6 +752,11 @@ impl Conn {
                 self.send(notification("notifications/tools/list_changed", None));
                 Ok(text_result("notified"))
             }
+            // The original AICP hub's tool, enough for `aicp-bridge share` to be tested.
+            "share_context" => Ok(json!({
+                "content": [text_block(&format!("shared {}", args["context_key"].as_str().unwrap_or("?")))],
+                "structuredContent": {"status": "shared", "context_key": args["context_key"]},
+            })),
             // A hub failing internally: a protocol error, not a tool result.
             "crash" => Err((-32603, "internal error on purpose".to_owned())),
             "send_message" => {
@@ -920,6 +925,7 @@ fn tools() -> Value {
         {"name": "big", "description": "Returns a text of the given size", "inputSchema": big},
         {"name": "sloppy_frames", "description": "Sends malformed frames, then answers", "inputSchema": object},
         {"name": "crash", "description": "Fails with an internal error", "inputSchema": object},
+        {"name": "share_context", "description": "Shares a context value", "inputSchema": object},
         {"name": "send_message", "description": "Sends a message to another agent", "inputSchema": object},
         {"name": "read_inbox", "description": "Takes this agent's messages", "inputSchema": object},
     ]);
