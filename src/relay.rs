@@ -511,57 +511,7 @@ impl Session {
                     }
                 }
             }
-            HubEvent::Down { cause, retry_in } => {
-                // Requests queued for the attempt that failed were never sent:
-                // answer them as if the hub had been down when they came.
-                self.lists.clear();
-                // One lost connection is one hub failure for the breaker, however many calls it took along.
-                let mut failure = Some(Outcome::HubFailed);
-                for (id, text) in std::mem::take(&mut self.queue) {
-                    let Some(id) = id else { continue };
-                    if self.pending.get(&id).is_some_and(|p| p.guarded) {
-                        self.finish(&id, failure.take().unwrap_or(Outcome::Abandoned));
-                    } else {
-                        self.finish(&id, Outcome::Abandoned);
-                    }
-                    let Ok(msg) = wire::parse(&text, true) else {
-                        continue;
-                    };
-                    let Kind::Request { method, .. } = &msg.kind else {
-                        continue;
-                    };
-                    let method = Method::from_name(method);
-                    if method == Method::Initialize {
-                        self.initialized_locally = true;
-                    }
-                    let reply = offline::answer(&id, method, msg.params, &cause, &self.hub_url);
-                    self.send_host(reply).await;
-                }
-                // Requests already sent are lost with the connection.
-                let ids: Vec<Id> = self.pending.keys().cloned().collect();
-                for id in ids {
-                    if self.pending.get(&id).is_some_and(|p| p.guarded) {
-                        self.finish(&id, failure.take().unwrap_or(Outcome::Abandoned));
-                    } else {
-                        self.finish(&id, Outcome::Abandoned);
-                    }
-                    let message = format!(
-                        "connection to the AICP hub lost before it answered: {cause}. The request was not retried \
-                         because it may have had side effects; check its effect before calling again"
-                    );
-                    let data = json!({ "aixpStatus": cause.aixp_status(), "retryInMs": retry_in.as_millis() as u64 });
-                    self.send_host(wire::error_response(
-                        Some(&id),
-                        ErrorCode(HUB_UNAVAILABLE),
-                        &message,
-                        Some(data),
-                    ))
-                    .await;
-                }
-                self.hub_requests.clear();
-                self.live.connected(false);
-                self.hub = HubState::Down { cause };
-            }
+            HubEvent::Down { cause, retry_in } => self.hub_down(cause, retry_in).await,
             HubEvent::Frame { generation, text } => match self.hub {
                 HubState::Up {
                     generation: current,
@@ -569,6 +519,58 @@ impl Session {
                 _ => debug!(generation, "dropped a frame from an earlier connection"),
             },
         }
+    }
+
+    /// The connection failed or could not be made: nothing pending can be answered by it.
+    async fn hub_down(&mut self, cause: Arc<HubError>, retry_in: Duration) {
+        self.lists.clear();
+        let mut failure_counted = false;
+        // Requests queued for the attempt that failed were never sent:
+        // answer them as if the hub had been down when they came.
+        for (id, text) in std::mem::take(&mut self.queue) {
+            let Some(id) = id else { continue };
+            self.lose(&id, &mut failure_counted);
+            let Ok(msg) = wire::parse(&text, true) else {
+                continue;
+            };
+            let Kind::Request { method, .. } = &msg.kind else {
+                continue;
+            };
+            let method = Method::from_name(method);
+            if method == Method::Initialize {
+                self.initialized_locally = true;
+            }
+            let reply = offline::answer(&id, method, msg.params, &cause, &self.hub_url);
+            self.send_host(reply).await;
+        }
+        // Requests already sent are lost with the connection.
+        let ids: Vec<Id> = self.pending.keys().cloned().collect();
+        for id in ids {
+            self.lose(&id, &mut failure_counted);
+            let message = format!(
+                "connection to the AICP hub lost before it answered: {cause}. The request was not retried \
+                 because it may have had side effects; check its effect before calling again"
+            );
+            let data = json!({ "aixpStatus": cause.aixp_status(), "retryInMs": retry_in.as_millis() as u64 });
+            let reply =
+                wire::error_response(Some(&id), ErrorCode(HUB_UNAVAILABLE), &message, Some(data));
+            self.send_host(reply).await;
+        }
+        self.hub_requests.clear();
+        self.live.connected(false);
+        self.hub = HubState::Down { cause };
+    }
+
+    /// Ends a request lost with a connection. One lost connection is one hub
+    /// failure for the breaker, however many calls it took along.
+    fn lose(&mut self, id: &Id, failure_counted: &mut bool) {
+        let guarded = self.pending.get(id).is_some_and(|p| p.guarded);
+        let outcome = if guarded && !std::mem::replace(failure_counted, true) {
+            Outcome::HubFailed
+        } else {
+            Outcome::Abandoned
+        };
+        self.finish(id, outcome);
     }
 
     async fn hub_message(&mut self, text: String) {
@@ -608,6 +610,9 @@ impl Session {
                 let Some(pending) = self.finish(&id, outcome) else {
                     return debug!(%id, "dropped a hub reply to an unknown or cancelled request");
                 };
+                if pending.guarded && !reply.hub_failed {
+                    debug!(%id, aixp = 5002, "call delivered and answered");
+                }
                 let mut out = match reply.fix {
                     ResultFix::Replace(result, rule) => {
                         info!(%id, rule = ?rule, "normalised a hub reply");
