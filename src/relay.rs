@@ -389,46 +389,21 @@ impl Session {
         };
         if method.is_list() && self.lists.enabled() {
             let key = format!("{name}\n{}", params.as_deref().map_or("", RawValue::get));
-            if let Some(result) = self.lists.get(&key, now.mono) {
-                let reply = wire::response(&id, result);
-                self.guard.count_cached_list();
-                self.live.record(self.guard.stats());
-                return self.send_host(reply).await;
-            }
-            if let Some(waiters) = self.list_waiters.get_mut(&key) {
-                waiters.push(id);
-                self.guard.count_cached_list();
+            if self.list_from_cache(&id, &key, now).await {
                 return;
             }
-            self.list_waiters.insert(key.clone(), Vec::new());
             pending.cache_key = Some(key);
         }
         if method == Method::ToolsCall
-            && let Some(call) = params.as_deref().and_then(aixp::read_tool_call)
+            && let Some(params) = params.as_deref()
         {
-            let call_info = guard::Call {
-                tool: &call.tool,
-                fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
-                incoming: call.incoming.clone(),
-                refers_to: guard::referenced_messages(call.arguments.as_ref()),
-            };
-            let decision = self.guard.check(now, &call_info);
-            self.live.record(self.guard.stats());
-            match decision {
-                Err(refusal) => {
-                    info!(%id, tool = %call.tool, limit = refusal.limit, current = refusal.current, "refused a call");
-                    return self.send_host(aixp::refusal_result(&id, &refusal)).await;
-                }
-                Ok(envelope) => {
+            match self.guard_call(&id, params, now) {
+                Err(refusal) => return self.send_host(refusal).await,
+                Ok(None) => {}
+                Ok(Some((with_envelope, expires))) => {
                     pending.guarded = true;
-                    let ttl = envelope.expires_at.saturating_sub(now.wall_ms);
-                    pending.expires = Some(now.mono + Duration::from_millis(ttl));
-                    if let Some(with) = params
-                        .as_deref()
-                        .and_then(|p| aixp::with_envelope(&id, p, &envelope))
-                    {
-                        text = with;
-                    }
+                    pending.expires = Some(expires);
+                    text = with_envelope;
                 }
             }
         }
@@ -437,6 +412,58 @@ impl Session {
         }
         self.pending.insert(id.clone(), pending);
         self.send_hub(Some(id), text);
+    }
+
+    /// Answers a list request from the cache, or parks it behind an identical
+    /// one in flight. `false`: it must go to the hub (and its answer fills the cache).
+    async fn list_from_cache(&mut self, id: &Id, key: &str, now: Now) -> bool {
+        if let Some(result) = self.lists.get(key, now.mono) {
+            let reply = wire::response(id, result);
+            self.guard.count_cached_list();
+            self.live.record(self.guard.stats());
+            self.send_host(reply).await;
+            return true;
+        }
+        if let Some(waiters) = self.list_waiters.get_mut(key) {
+            waiters.push(id.clone());
+            self.guard.count_cached_list();
+            return true;
+        }
+        self.list_waiters.insert(key.to_owned(), Vec::new());
+        false
+    }
+
+    /// Puts a `tools/call` to the loop guard. `Err` is the refusal to send the
+    /// host; `Ok(Some(..))` the request with its AIXP envelope, and when that
+    /// envelope expires; `Ok(None)` params the guard cannot read (the hub will
+    /// answer them with its own error).
+    fn guard_call(
+        &mut self,
+        id: &Id,
+        params: &RawValue,
+        now: Now,
+    ) -> Result<Option<(String, Instant)>, String> {
+        let Some(call) = aixp::read_tool_call(params) else {
+            return Ok(None);
+        };
+        let call_info = guard::Call {
+            tool: &call.tool,
+            fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
+            incoming: call.incoming.clone(),
+            refers_to: guard::referenced_messages(call.arguments.as_ref()),
+        };
+        let decision = self.guard.check(now, &call_info);
+        self.live.record(self.guard.stats());
+        let envelope = decision.map_err(|refusal| {
+            info!(%id, tool = %call.tool, limit = refusal.limit, current = refusal.current, "refused a call");
+            aixp::refusal_result(id, &refusal)
+        })?;
+        let ttl = Duration::from_millis(envelope.expires_at.saturating_sub(now.wall_ms));
+        // The guard counts the call in flight from here, so a call whose text
+        // cannot be rewritten still goes out (without the envelope) and is finished normally.
+        let text = aixp::with_envelope(id, params, &envelope)
+            .unwrap_or_else(|| wire::request(id, "tools/call", params.get()));
+        Ok(Some((text, now.mono + ttl)))
     }
 
     /// `notifications/cancelled` from the host: the hub still sees the same
