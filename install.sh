@@ -50,9 +50,10 @@ cat <<NEXT
 
 Next steps:
   1. Try it end to end on this machine:   scripts/demo.sh "$bin"
-  2. Register it in Claude Desktop (claude_desktop_config.json, "mcpServers"):
-       "aicp": { "command": "$bin",
-                 "args": ["serve", "--hub", "wss://YOUR-HUB/mcp", "--token-file", "$HOME/.config/aicp-bridge/token"] }
-     (put the hub token alone in that file, chmod 600; never in the JSON itself)
-     or in Claude Code:  claude mcp add aicp -- "$bin" serve --hub wss://YOUR-HUB/mcp --token-file ~/.config/aicp-bridge/token
+  2. Log in to your hub (the token is read hidden and kept in the OS keyring):
+       "$bin" login --hub wss://YOUR-HUB/mcp
+  3. Register it in Claude Desktop, then restart the app:
+       "$bin" install claude-desktop
+     (Claude Code: claude mcp add aicp -- "$bin" serve)
+  4. Check everything:                     "$bin" status
 NEXT

@@ -98,7 +98,22 @@ impl Peer {
 
 fn spawn_bridge(url: &str) -> Child {
     Command::new(BIN)
+        // The benchmark repeats one call thousands of times a minute, which is
+        // exactly what the loop guard refuses by default: raise those limits.
+        // Every check still runs on every call.
         .args(["serve", "--hub", url, "--log-level", "warn"])
+        .args([
+            "--limit",
+            "repeat_limit=1000000000",
+            "--limit",
+            "calls_per_minute=1000000000",
+        ])
+        .args([
+            "--limit",
+            "tool_calls_per_minute=1000000000",
+            "--limit",
+            "session_budget=0",
+        ])
         .env_remove("AICP_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -175,6 +190,42 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The guard's own work per `tools/call`, in process: read the call, check
+/// it, add the envelope, hear its outcome. Limits are set so that every check
+/// runs and none refuses.
+fn guard_cost(calls: u64) -> Duration {
+    use aicp_bridge::{aixp, guard, wire};
+    let limits = guard::Limits {
+        repeat_limit: u32::MAX,
+        calls_per_minute: u32::MAX,
+        tool_calls_per_minute: u32::MAX,
+        session_budget: 0,
+        ..guard::Limits::default()
+    };
+    let mut g = guard::Guard::new(limits, "bench".into());
+    let texts: Vec<String> = (0..calls).map(call).collect();
+    let start = Instant::now();
+    for text in &texts {
+        let msg = wire::parse(text, true).unwrap();
+        let wire::Kind::Request { id, .. } = msg.kind else {
+            unreachable!()
+        };
+        let params = msg.params.unwrap();
+        let c = aixp::read_tool_call(params).unwrap();
+        let now = guard::Now::current();
+        let info = guard::Call {
+            tool: &c.tool,
+            fingerprint: guard::fingerprint(&c.tool, c.arguments.as_ref()),
+            incoming: c.incoming.clone(),
+            refers_to: guard::referenced_messages(c.arguments.as_ref()),
+        };
+        let env = g.check(now, &info).unwrap();
+        std::hint::black_box(aixp::with_envelope(&id, params, &env));
+        g.finished(now, guard::Outcome::Answered);
+    }
+    start.elapsed() / calls as u32
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let calls = arg("--calls", 2000);
@@ -233,6 +284,7 @@ async fn main() {
     direct_starts.sort();
 
     let size = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
+    let guard_ns = guard_cost(100_000).as_nanos();
     println!("| measure | direct WebSocket | through aicp-bridge | difference |");
     println!("|---|---|---|---|");
     println!(
@@ -262,6 +314,11 @@ async fn main() {
         micros(percentile(&starts, 0.5)) / 1000.0,
         micros(percentile(&starts, 0.9)) / 1000.0,
         (micros(percentile(&starts, 0.5)) - micros(percentile(&direct_starts, 0.5))) / 1000.0
+    );
+    println!(
+        "| loop guard per tools/call (in process, 100 000 calls): parse, check, envelope | | {:.2} µs | {:.1} % of the added p50 |",
+        guard_ns as f64 / 1000.0,
+        100.0 * (guard_ns as f64 / 1000.0) / (micros(b50) - micros(d50)).max(0.001)
     );
     if let Some(cpu) = cpu_per_call {
         println!(

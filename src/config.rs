@@ -1,5 +1,7 @@
-//! Validated settings for `serve`, built once from [`crate::cli::ServeArgs`] and
-//! the environment. Every limit is a named constant with the reason for its value.
+//! Validated settings, resolved once from the command line, the environment
+//! and the config file (flag > environment > file > default); the rest of the
+//! program reads only these. Every limit is a named constant with the reason
+//! for its value.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,8 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use url::Url;
 
-use crate::cli::ServeArgs;
+use crate::cli::{HubTarget, ServeArgs};
+use crate::config_file::{ConfigFile, DEFAULT_PROFILE, Profile};
 use crate::credentials::{self, Credential};
+use crate::guard::Limits;
 
 /// Largest host message relayed. Real hubs close the socket (1009) on a message
 /// over 1 MiB without replying, so the bridge refuses such a request itself and
@@ -54,42 +58,201 @@ pub struct ServeConfig {
     pub strict: bool,
     /// What this user's assistant is good at, declared to the hub at initialize.
     pub capabilities: Vec<String>,
+    /// The loop guard's limits (docs/limits.md).
+    pub limits: Limits,
+    /// This bridge instance in AIXP envelopes: random per run, so two bridges of one user differ.
+    pub origin: String,
+    /// The profile in use, for the state file `status` reads.
+    pub profile: String,
 }
 
 impl ServeConfig {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
-        let url = parse_hub_url(&args.hub, args.allow_insecure)?;
-        let credential = credentials::load(args.token_file.as_deref())?;
-        let tls = match url.scheme() {
-            "wss" => Some(crate::tls::client_config(args.ca_file.as_deref())?),
-            _ => None,
-        };
+        let resolved = Resolved::load(&args.target)?;
+        let url = resolved.hub_url()?;
+        let lookup = resolved.lookup_token(&url)?;
+        if let Some(Err(why)) = &lookup.keyring {
+            // Not fatal: an open hub needs no token. `status` reports the same.
+            tracing::debug!(reason = %why, "no OS keyring");
+        }
+        let limits = resolved.limits(&args.limit)?;
         if args.max_message_bytes < 1024 {
             bail!("--max-message-bytes must be at least 1024");
         }
+        let tuning = Tuning {
+            max_message_bytes: args.max_hub_message_bytes,
+            connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
+            keepalive: seconds("--keepalive", args.keepalive)?,
+            max_backoff: seconds("--max-backoff", args.max_backoff)?,
+        };
+        let mut capabilities: Vec<String> = args
+            .capabilities
+            .iter()
+            .flat_map(|c| c.split(','))
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if capabilities.is_empty() {
+            capabilities = resolved.profile.capabilities.clone();
+        }
         Ok(ServeConfig {
-            hub: Arc::new(HubConfig {
-                url,
-                credential,
-                tls,
-                max_message_bytes: args.max_hub_message_bytes,
-                connect_timeout: seconds("--connect-timeout", args.connect_timeout)?,
-                keepalive: seconds("--keepalive", args.keepalive)?,
-                max_backoff: seconds("--max-backoff", args.max_backoff)?,
-            }),
+            hub: Arc::new(resolved.hub_config(url, lookup.credential, tuning)?),
             max_host_message: args.max_message_bytes,
             request_timeout: args
                 .request_timeout
                 .map(|s| seconds("--request-timeout", s))
                 .transpose()?,
             strict: args.strict,
-            capabilities: args
-                .capabilities
-                .iter()
-                .flat_map(|c| c.split(','))
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty())
-                .collect(),
+            capabilities,
+            limits,
+            origin: format!("aicp-bridge-{:08x}", fastrand::u32(..)),
+            profile: resolved.profile_name,
+        })
+    }
+}
+
+/// Connection tuning that `serve` takes from flags and one-shot commands leave at the defaults.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub max_message_bytes: usize,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            max_message_bytes: DEFAULT_MAX_HUB_MESSAGE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+/// Where a setting came from, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// A flag or its environment variable.
+    CommandLine,
+    ConfigFile,
+}
+
+/// The command line, the environment and the config file, resolved once:
+/// flag > environment > config file > default.
+#[derive(Debug)]
+pub struct Resolved {
+    pub config: ConfigFile,
+    pub profile_name: String,
+    pub profile: Profile,
+    pub target: HubTarget,
+}
+
+impl Resolved {
+    pub fn load(target: &HubTarget) -> anyhow::Result<Resolved> {
+        let path = crate::paths::config_file(target.config.as_deref());
+        let config = ConfigFile::load(&path)?;
+        let profile_name = target
+            .profile
+            .clone()
+            .or_else(|| config.default_profile())
+            .unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        let profile = config.profile(&profile_name)?;
+        if target.profile.is_some()
+            && !config.profile_names().contains(&profile_name)
+            && target.hub.is_none()
+        {
+            bail!(
+                "profile {profile_name:?} is not in {} (profiles there: {:?}); create it with `aicp-bridge login --profile {profile_name} --hub URL`",
+                path.display(),
+                config.profile_names()
+            );
+        }
+        Ok(Resolved {
+            config,
+            profile_name,
+            profile,
+            target: target.clone(),
+        })
+    }
+
+    /// The hub URL as given, and where it came from; `None` if nowhere.
+    pub fn hub_raw(&self) -> Option<(&str, Origin)> {
+        match (&self.target.hub, &self.profile.hub) {
+            (Some(url), _) => Some((url, Origin::CommandLine)),
+            (None, Some(url)) => Some((url, Origin::ConfigFile)),
+            _ => None,
+        }
+    }
+
+    pub fn hub_url(&self) -> anyhow::Result<Url> {
+        let Some((raw, _)) = self.hub_raw() else {
+            bail!(
+                "no hub URL: pass --hub URL, set AICP_HUB_URL, or save one in profile {:?} with `aicp-bridge login --hub URL`",
+                self.profile_name
+            );
+        };
+        parse_hub_url(
+            raw,
+            self.target.allow_insecure || self.profile.allow_insecure,
+        )
+    }
+
+    pub fn lookup_token(
+        &self,
+        url: &Url,
+    ) -> Result<credentials::Lookup, credentials::CredentialError> {
+        credentials::lookup(
+            self.target.token_file.as_deref(),
+            self.profile.token_file.as_deref(),
+            url,
+        )
+    }
+
+    /// Defaults, then `[limits]`, then the profile's `limits`, then `--limit`.
+    pub fn limits(&self, overrides: &[String]) -> anyhow::Result<Limits> {
+        let mut limits = Limits::default();
+        let from_file = self
+            .config
+            .global_limits()?
+            .into_iter()
+            .chain(self.profile.limits.clone());
+        for (key, value) in from_file {
+            limits
+                .set(&format!("{key}={value}"))
+                .with_context(|| format!("in {}", self.config.path.display()))?;
+        }
+        for assignment in overrides {
+            limits.set(assignment)?;
+        }
+        Ok(limits)
+    }
+
+    pub fn hub_config(
+        &self,
+        url: Url,
+        credential: Option<Credential>,
+        tuning: Tuning,
+    ) -> anyhow::Result<HubConfig> {
+        let ca_file = self
+            .target
+            .ca_file
+            .as_deref()
+            .or(self.profile.ca_file.as_deref());
+        let tls = match url.scheme() {
+            "wss" => Some(crate::tls::client_config(ca_file)?),
+            _ => None,
+        };
+        Ok(HubConfig {
+            url,
+            credential,
+            tls,
+            max_message_bytes: tuning.max_message_bytes,
+            connect_timeout: tuning.connect_timeout,
+            keepalive: tuning.keepalive,
+            max_backoff: tuning.max_backoff,
         })
     }
 }

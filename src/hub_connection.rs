@@ -32,7 +32,8 @@ use tracing::{debug, info, warn};
 use crate::config::{HubConfig, INITIAL_BACKOFF, redact_url};
 use crate::wire::{self, Id, Kind};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The WebSocket to a hub, plain or TLS.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The subprotocol offered on the upgrade. Not required: most hubs negotiate none.
 pub const SUBPROTOCOL: &str = "mcp";
@@ -109,7 +110,7 @@ impl HubError {
         }
     }
 
-    fn from_ws(err: tungstenite::Error, limit: usize) -> HubError {
+    pub fn from_ws(err: tungstenite::Error, limit: usize) -> HubError {
         use tungstenite::Error as E;
         match err {
             E::Http(resp) => match resp.status().as_u16() {
@@ -229,11 +230,22 @@ async fn connect(
     init: Option<&str>,
     generation: u64,
 ) -> Result<Ws, HubError> {
+    let mut ws = upgrade(cfg, offer_subprotocol).await?;
+    if let Some(params) = init {
+        reinitialize(&mut ws, params, generation, cfg.max_message_bytes).await?;
+    }
+    Ok(ws)
+}
+
+/// Opens the WebSocket: TCP, TLS, the upgrade with the token and the `mcp`
+/// subprotocol offered. If the hub answers without a subprotocol, asks again
+/// without offering one and sets `offer_subprotocol` to false for next time.
+pub async fn upgrade(cfg: &HubConfig, offer_subprotocol: &mut bool) -> Result<Ws, HubError> {
     let limit = cfg.max_message_bytes;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    let mut ws = loop {
+    loop {
         let request = upgrade_request(cfg, *offer_subprotocol)?;
         let connector = match &cfg.tls {
             Some(tls) => Connector::Rustls(tls.clone()),
@@ -247,7 +259,7 @@ async fn connect(
         )
         .await
         {
-            Ok((ws, _response)) => break ws,
+            Ok((ws, _response)) => return Ok(ws),
             Err(tungstenite::Error::Protocol(ProtocolError::SecWebSocketSubProtocolError(
                 SubProtocolError::NoSubProtocol,
             ))) if *offer_subprotocol => {
@@ -261,11 +273,7 @@ async fn connect(
             }
             Err(e) => return Err(HubError::from_ws(e, limit)),
         }
-    };
-    if let Some(params) = init {
-        reinitialize(&mut ws, params, generation, limit).await?;
     }
-    Ok(ws)
 }
 
 fn is_connect_error(e: &std::io::Error) -> bool {

@@ -6,31 +6,45 @@
 //! message meets them:
 //!
 //! - [`cli`]: the command line as clap types, nothing else.
-//! - [`config`]: validated settings built once from the command line and the environment.
+//! - [`config`]: validated settings, resolved once: flag > environment > config file > default.
+//! - [`config_file`]: the TOML file with named profiles; edits keep what they do not know.
+//! - [`paths`]: platform directories, and atomic owner-only writes.
 //! - [`credentials`]: where the hub token comes from (environment or a token file for now).
 //! - [`logging`]: tracing to stderr or a file, with every known secret redacted.
 //! - [`host`]: the stdio side: newline-delimited reading with a size limit, one stdout writer.
 //! - [`wire`]: the JSON-RPC envelope: classify a line without parsing its payload.
 //! - [`serve`]: the `serve` command: config, logging, signals, then the relay on stdio.
+//! - [`guard`]: the loop guard after AIXP: hops, time-to-live, repeats, rates, breaker. Pure.
+//! - [`aixp`]: the guard on the wire: envelopes into calls, refusals as tool results.
 //! - [`relay`]: the session loop between host and hub: pending requests, timeouts, fallbacks.
 //! - [`normalize`]: what the relay repairs in a sloppy hub's messages, one named rule each.
 //! - [`offline`]: what the bridge answers itself while the hub is unreachable.
 //! - [`hub_connection`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
+//! - [`commands`]: login, logout, status, share, tools, call, install: the everyday command line.
+//! - [`client`]: a one-shot hub client for the command line (status, login, share, tools, call).
+//! - [`state`]: the small file each running `serve` keeps for `status`.
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
 //! - [`hub`]: the `hub` command: a local AICP hub (MCP over WebSocket) with an embedded store, auth and metrics.
 
+pub mod aixp;
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod config;
+pub mod config_file;
 pub mod credentials;
+pub mod guard;
 pub mod host;
 pub mod hub;
 pub mod hub_connection;
 pub mod logging;
 pub mod normalize;
 pub mod offline;
+pub mod paths;
 pub mod relay;
 pub mod serve;
+pub mod state;
 pub mod tls;
 pub mod validate;
 pub mod wire;

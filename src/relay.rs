@@ -31,11 +31,14 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::aixp;
 use crate::config::{ServeConfig, redact_url};
+use crate::guard::{self, Guard, ListCache, Now, Outcome};
 use crate::host::{self, Line, LineReader};
 use crate::hub_connection::{self, HubError, HubEvent, Outgoing};
 use crate::normalize;
 use crate::offline::{self, HUB_UNAVAILABLE};
+use crate::state::Live;
 use crate::validate;
 use crate::wire::{self, Id, Kind, Method};
 
@@ -52,6 +55,7 @@ pub async fn run<R, W>(
     cfg: &ServeConfig,
     input: R,
     output: W,
+    live: Arc<Live>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -91,8 +95,12 @@ where
         max_host_message: cfg.max_host_message,
         request_timeout: cfg.request_timeout,
         strict: cfg.strict,
-        agent_meta: (!cfg.capabilities.is_empty())
-            .then(|| json!({ "capabilities": cfg.capabilities })),
+        lists: ListCache::new(cfg.limits.list_cache),
+        list_waiters: HashMap::new(),
+        stranded: Vec::new(),
+        guard: Guard::new(cfg.limits.clone(), cfg.origin.clone()),
+        init_meta: init_meta(cfg),
+        live,
     };
     session.run(host_rx, link.events, &shutdown).await;
     drop(session);
@@ -141,6 +149,14 @@ struct Pending {
     /// When the request times out; pushed back by each progress notification.
     deadline: Option<Instant>,
     progress_token: Option<String>,
+    /// A `tools/call` the guard allowed: the guard must hear how it ended.
+    guarded: bool,
+    /// Still in the queue, waiting for a connection attempt.
+    queued: bool,
+    /// When its AIXP envelope expires: a queued call is dropped then, never sent late.
+    expires: Option<Instant>,
+    /// For `*/list` requests: where the answer goes in the list cache.
+    cache_key: Option<String>,
 }
 
 struct Session {
@@ -165,8 +181,20 @@ struct Session {
     max_host_message: usize,
     request_timeout: Option<Duration>,
     strict: bool,
-    /// `{"capabilities": [...]}` added to `initialize` params under `_meta["aicp/agent"]`.
-    agent_meta: Option<serde_json::Value>,
+    /// Added to the host's `initialize` params `_meta`: `aicp/agent` (capabilities)
+    /// and `aicp/auth` (the token), when there are any.
+    init_meta: Vec<(&'static str, serde_json::Value)>,
+    /// The loop guard every `tools/call` passes (docs/limits.md).
+    guard: Guard,
+    /// Recent `*/list` answers, reused for identical requests (a host flood guard).
+    lists: ListCache,
+    /// Identical list requests that arrived while the first was in flight, by cache key:
+    /// they get its answer instead of going to the hub again.
+    list_waiters: HashMap<String, Vec<Id>>,
+    /// Waiters whose request ended without an answer (cancelled, timed out): told so after the event.
+    stranded: Vec<Id>,
+    /// Counters and connection state for the state file `status` reads.
+    live: Arc<Live>,
 }
 
 impl Session {
@@ -198,6 +226,16 @@ impl Session {
                     }
                 },
                 _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => self.expire().await,
+            }
+            for id in std::mem::take(&mut self.stranded) {
+                let msg = "the identical list request this one was waiting on ended without an answer; ask again";
+                self.send_host(wire::error_response(
+                    Some(&id),
+                    ErrorCode(HUB_UNAVAILABLE),
+                    msg,
+                    None,
+                ))
+                .await;
             }
         }
     }
@@ -322,9 +360,10 @@ impl Session {
         let mut text = text;
         if method == Method::Initialize {
             let mut init: Arc<str> = params.as_deref().map_or("{}", RawValue::get).into();
-            if let Some(agent) = &self.agent_meta {
-                // Declare this user's capabilities to the hub (docs/relay.md, "Agent capabilities").
-                init = with_agent_meta(&init, agent).into();
+            if !self.init_meta.is_empty() {
+                // Declare this user's agent, and the token for hubs that read it at
+                // initialize (docs/relay.md, "What the bridge adds to initialize").
+                init = with_meta(&init, &self.init_meta).into();
                 text = wire::request(&id, "initialize", &init);
             }
             self.init_params.send_replace(Some(init));
@@ -338,23 +377,100 @@ impl Session {
             return self.send_host(reply).await;
         }
         debug!(%id, method = name, "host request");
-        if let Some(token) = &progress_token {
+        let now = Now::current();
+        let mut pending = Pending {
+            method,
+            deadline: self.request_timeout.map(|t| now.mono + t),
+            progress_token,
+            guarded: false,
+            queued: matches!(self.hub, HubState::Connecting),
+            expires: None,
+            cache_key: None,
+        };
+        if method.is_list() && self.lists.enabled() {
+            let key = format!("{name}\n{}", params.as_deref().map_or("", RawValue::get));
+            if self.list_from_cache(&id, &key, now).await {
+                return;
+            }
+            pending.cache_key = Some(key);
+        }
+        if method == Method::ToolsCall
+            && let Some(params) = params.as_deref()
+        {
+            match self.guard_call(&id, params, now) {
+                Err(refusal) => return self.send_host(refusal).await,
+                Ok(None) => {}
+                Ok(Some((with_envelope, expires))) => {
+                    pending.guarded = true;
+                    pending.expires = Some(expires);
+                    text = with_envelope;
+                }
+            }
+        }
+        if let Some(token) = &pending.progress_token {
             self.progress.insert(token.clone(), id.clone());
         }
-        let pending = Pending {
-            method,
-            deadline: self.request_timeout.map(|t| Instant::now() + t),
-            progress_token,
-        };
         self.pending.insert(id.clone(), pending);
         self.send_hub(Some(id), text);
+    }
+
+    /// Answers a list request from the cache, or parks it behind an identical
+    /// one in flight. `false`: it must go to the hub (and its answer fills the cache).
+    async fn list_from_cache(&mut self, id: &Id, key: &str, now: Now) -> bool {
+        if let Some(result) = self.lists.get(key, now.mono) {
+            let reply = wire::response(id, result);
+            self.guard.count_cached_list();
+            self.live.record(self.guard.stats());
+            self.send_host(reply).await;
+            return true;
+        }
+        if let Some(waiters) = self.list_waiters.get_mut(key) {
+            waiters.push(id.clone());
+            self.guard.count_cached_list();
+            return true;
+        }
+        self.list_waiters.insert(key.to_owned(), Vec::new());
+        false
+    }
+
+    /// Puts a `tools/call` to the loop guard. `Err` is the refusal to send the
+    /// host; `Ok(Some(..))` the request with its AIXP envelope, and when that
+    /// envelope expires; `Ok(None)` params the guard cannot read (the hub will
+    /// answer them with its own error).
+    fn guard_call(
+        &mut self,
+        id: &Id,
+        params: &RawValue,
+        now: Now,
+    ) -> Result<Option<(String, Instant)>, String> {
+        let Some(call) = aixp::read_tool_call(params) else {
+            return Ok(None);
+        };
+        let call_info = guard::Call {
+            tool: &call.tool,
+            fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
+            incoming: call.incoming.clone(),
+            refers_to: guard::referenced_messages(call.arguments.as_ref()),
+        };
+        let decision = self.guard.check(now, &call_info);
+        self.live.record(self.guard.stats());
+        let envelope = decision.map_err(|refusal| {
+            info!(%id, tool = %call.tool, limit = refusal.limit, current = refusal.current, "refused a call");
+            aixp::refusal_result(id, &refusal)
+        })?;
+        let ttl = Duration::from_millis(envelope.expires_at.saturating_sub(now.wall_ms));
+        // The guard counts the call in flight from here, so a call whose text
+        // cannot be rewritten still goes out (without the envelope) and is finished normally.
+        let text = aixp::with_envelope(id, params, &envelope)
+            .unwrap_or_else(|| wire::request(id, "tools/call", params.get()));
+        Ok(Some((text, now.mono + ttl)))
     }
 
     /// `notifications/cancelled` from the host: the hub still sees the same
     /// id it was sent. A request still queued is simply never sent.
     fn host_cancel(&mut self, id: Option<Id>, text: String) {
         if let Some(id) = &id {
-            self.forget(id);
+            self.finish(id, Outcome::Abandoned);
             if let Some(at) = self
                 .queue
                 .iter()
@@ -368,10 +484,22 @@ impl Session {
         self.send_hub(None, text);
     }
 
-    fn forget(&mut self, id: &Id) -> Option<Pending> {
+    /// Removes a pending request; the guard hears how a call it allowed ended.
+    fn finish(&mut self, id: &Id, outcome: Outcome) -> Option<Pending> {
         let pending = self.pending.remove(id)?;
         if let Some(token) = &pending.progress_token {
             self.progress.remove(token);
+        }
+        if pending.guarded {
+            self.guard.finished(Now::current(), outcome);
+        }
+        if outcome != Outcome::Answered
+            && let Some(waiters) = pending
+                .cache_key
+                .as_ref()
+                .and_then(|k| self.list_waiters.remove(k))
+        {
+            self.stranded.extend(waiters);
         }
         Some(pending)
     }
@@ -386,7 +514,14 @@ impl Session {
                 reinitialized,
             } => {
                 self.hub = HubState::Up { generation };
-                for (_, text) in std::mem::take(&mut self.queue) {
+                self.live.connected(true);
+                self.lists.clear();
+                // Anything past its expiry goes first, so that nothing is sent late.
+                self.expire().await;
+                for (id, text) in std::mem::take(&mut self.queue) {
+                    if let Some(p) = id.and_then(|id| self.pending.get_mut(&id)) {
+                        p.queued = false;
+                    }
                     let _ = self.outbox.send(Outgoing { generation, text });
                 }
                 if reinitialized || std::mem::take(&mut self.initialized_locally) {
@@ -403,45 +538,7 @@ impl Session {
                     }
                 }
             }
-            HubEvent::Down { cause, retry_in } => {
-                // Requests queued for the attempt that failed were never sent:
-                // answer them as if the hub had been down when they came.
-                for (id, text) in std::mem::take(&mut self.queue) {
-                    let Some(id) = id else { continue };
-                    self.forget(&id);
-                    let Ok(msg) = wire::parse(&text, true) else {
-                        continue;
-                    };
-                    let Kind::Request { method, .. } = &msg.kind else {
-                        continue;
-                    };
-                    let method = Method::from_name(method);
-                    if method == Method::Initialize {
-                        self.initialized_locally = true;
-                    }
-                    let reply = offline::answer(&id, method, msg.params, &cause, &self.hub_url);
-                    self.send_host(reply).await;
-                }
-                // Requests already sent are lost with the connection.
-                let ids: Vec<Id> = self.pending.keys().cloned().collect();
-                for id in ids {
-                    self.forget(&id);
-                    let message = format!(
-                        "connection to the AICP hub lost before it answered: {cause}. The request was not retried \
-                         because it may have had side effects; check its effect before calling again"
-                    );
-                    let data = json!({ "aixpStatus": cause.aixp_status(), "retryInMs": retry_in.as_millis() as u64 });
-                    self.send_host(wire::error_response(
-                        Some(&id),
-                        ErrorCode(HUB_UNAVAILABLE),
-                        &message,
-                        Some(data),
-                    ))
-                    .await;
-                }
-                self.hub_requests.clear();
-                self.hub = HubState::Down { cause };
-            }
+            HubEvent::Down { cause, retry_in } => self.hub_down(cause, retry_in).await,
             HubEvent::Frame { generation, text } => match self.hub {
                 HubState::Up {
                     generation: current,
@@ -449,6 +546,58 @@ impl Session {
                 _ => debug!(generation, "dropped a frame from an earlier connection"),
             },
         }
+    }
+
+    /// The connection failed or could not be made: nothing pending can be answered by it.
+    async fn hub_down(&mut self, cause: Arc<HubError>, retry_in: Duration) {
+        self.lists.clear();
+        let mut failure_counted = false;
+        // Requests queued for the attempt that failed were never sent:
+        // answer them as if the hub had been down when they came.
+        for (id, text) in std::mem::take(&mut self.queue) {
+            let Some(id) = id else { continue };
+            self.lose(&id, &mut failure_counted);
+            let Ok(msg) = wire::parse(&text, true) else {
+                continue;
+            };
+            let Kind::Request { method, .. } = &msg.kind else {
+                continue;
+            };
+            let method = Method::from_name(method);
+            if method == Method::Initialize {
+                self.initialized_locally = true;
+            }
+            let reply = offline::answer(&id, method, msg.params, &cause, &self.hub_url);
+            self.send_host(reply).await;
+        }
+        // Requests already sent are lost with the connection.
+        let ids: Vec<Id> = self.pending.keys().cloned().collect();
+        for id in ids {
+            self.lose(&id, &mut failure_counted);
+            let message = format!(
+                "connection to the AICP hub lost before it answered: {cause}. The request was not retried \
+                 because it may have had side effects; check its effect before calling again"
+            );
+            let data = json!({ "aixpStatus": cause.aixp_status(), "retryInMs": retry_in.as_millis() as u64 });
+            let reply =
+                wire::error_response(Some(&id), ErrorCode(HUB_UNAVAILABLE), &message, Some(data));
+            self.send_host(reply).await;
+        }
+        self.hub_requests.clear();
+        self.live.connected(false);
+        self.hub = HubState::Down { cause };
+    }
+
+    /// Ends a request lost with a connection. One lost connection is one hub
+    /// failure for the breaker, however many calls it took along.
+    fn lose(&mut self, id: &Id, failure_counted: &mut bool) {
+        let guarded = self.pending.get(id).is_some_and(|p| p.guarded);
+        let outcome = if guarded && !std::mem::replace(failure_counted, true) {
+            Outcome::HubFailed
+        } else {
+            Outcome::Abandoned
+        };
+        self.finish(id, outcome);
     }
 
     async fn hub_message(&mut self, text: String) {
@@ -465,11 +614,11 @@ impl Session {
             }
             return;
         }
-        let (kind, result_fix, has_version) = match wire::parse(&text, false) {
+        let (kind, reply, has_version) = match wire::parse(&text, false) {
             Err(e) => return warn!(error = %e, "dropped an unreadable message from the hub"),
             Ok(msg) => {
-                let fix = self.classify_hub(&msg);
-                (HubKind::from(&msg), fix, msg.has_version)
+                let reply = self.read_reply(&msg);
+                (HubKind::from(&msg), reply, msg.has_version)
             }
         };
         let text = if has_version {
@@ -480,16 +629,52 @@ impl Session {
         };
         match kind {
             HubKind::Response { id } => {
-                let Some(pending) = self.forget(&id) else {
+                let outcome = if reply.hub_failed {
+                    Outcome::HubFailed
+                } else {
+                    Outcome::Answered
+                };
+                let Some(pending) = self.finish(&id, outcome) else {
                     return debug!(%id, "dropped a hub reply to an unknown or cancelled request");
                 };
-                let out = match result_fix {
+                if pending.guarded && !reply.hub_failed {
+                    debug!(%id, aixp = 5002, "call delivered and answered");
+                }
+                let mut out = match reply.fix {
                     ResultFix::Replace(result, rule) => {
                         info!(%id, rule = ?rule, "normalised a hub reply");
                         wire::response(&id, &result)
                     }
                     ResultFix::None => text,
                 };
+                let waiters = pending
+                    .cache_key
+                    .as_ref()
+                    .and_then(|k| self.list_waiters.remove(k));
+                for waiter in waiters.into_iter().flatten() {
+                    let copy = match wire::parse(&out, false) {
+                        Ok(wire::Message {
+                            result: Some(r), ..
+                        }) => wire::response(&waiter, r.get()),
+                        Ok(wire::Message { error: Some(e), .. }) => {
+                            wire::error_with(&waiter, e.get())
+                        }
+                        _ => continue,
+                    };
+                    self.send_host(copy).await;
+                }
+                if let Some(result) = reply.result {
+                    if let Some(key) = pending.cache_key {
+                        self.lists.put(key, result, Instant::now());
+                    } else if pending.guarded {
+                        let guard = &mut self.guard;
+                        if let Some(screened) =
+                            aixp::screen_delivered(&result, Now::current(), |e| guard.learn(e))
+                        {
+                            out = wire::response(&id, &screened);
+                        }
+                    }
+                }
                 if self.strict
                     && let Err(why) = strict_check(pending.method, &out)
                 {
@@ -520,37 +705,93 @@ impl Session {
                 }
                 self.send_host(text).await;
             }
+            HubKind::ListChanged => {
+                self.lists.clear();
+                self.send_host(text).await;
+            }
             HubKind::Notification => self.send_host(text).await,
         }
     }
 
-    /// Works out, while the message is still borrowed, whether a reply needs a rule applied.
-    fn classify_hub(&self, msg: &wire::Message<'_>) -> ResultFix {
+    /// Reads what the relay needs from a reply while the message is still
+    /// borrowed: whether a normalisation rule applies, the result text when the
+    /// list cache or the guard wants it, and whether the hub itself failed.
+    fn read_reply(&self, msg: &wire::Message<'_>) -> Reply {
+        let mut reply = Reply {
+            fix: ResultFix::None,
+            result: None,
+            hub_failed: false,
+        };
         let Kind::Response { id, is_error } = &msg.kind else {
-            return ResultFix::None;
+            return reply;
         };
         let Some(pending) = self.pending.get(id) else {
-            return ResultFix::None;
+            return reply;
         };
         if *is_error {
+            reply.hub_failed = msg.error.is_some_and(|e| is_hub_failure(e.get()));
             if let Some((result, rule)) = normalize::error_to_result(pending.method) {
-                return ResultFix::Replace(result.to_owned(), rule);
+                reply.fix = ResultFix::Replace(result.to_owned(), rule);
             }
-        } else if pending.method == Method::PromptsGet
+            return reply;
+        }
+        if pending.method == Method::PromptsGet
             && let Some(fixed) = msg.result.and_then(|r| normalize::prompt_result(r.get()))
         {
-            return ResultFix::Replace(fixed, normalize::Rule::BareStringPromptContent);
+            reply.fix = ResultFix::Replace(fixed, normalize::Rule::BareStringPromptContent);
         }
-        ResultFix::None
+        if pending.cache_key.is_some() || pending.guarded {
+            reply.result = msg.result.map(|r| r.get().to_owned());
+        }
+        reply
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.request_timeout?;
-        self.pending.values().filter_map(|p| p.deadline).min()
+        let timeouts = self.request_timeout.is_some();
+        let queued = !self.queue.is_empty();
+        if !timeouts && !queued {
+            return None;
+        }
+        self.pending
+            .values()
+            .flat_map(|p| {
+                [
+                    p.deadline.filter(|_| timeouts),
+                    p.expires.filter(|_| p.queued),
+                ]
+            })
+            .flatten()
+            .min()
     }
 
     async fn expire(&mut self) {
         let now = Instant::now();
+        // Queued calls past their AIXP expiry: dropped, never sent late.
+        let stale: Vec<Id> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.queued && p.expires.is_some_and(|e| e <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            warn!(%id, "a queued call expired before the hub could take it");
+            self.queue
+                .retain(|(queued, _)| queued.as_ref() != Some(&id));
+            self.finish(&id, Outcome::Abandoned);
+            let ttl = self.guard.limits().call_ttl.as_secs_f64();
+            let refusal = guard::Refusal {
+                aixp_status: guard::AixpStatus::COMMUNICATION,
+                limit: "call_ttl",
+                limit_value: ttl,
+                current: ttl,
+                resets_in_ms: None,
+                message: format!(
+                    "aicp-bridge dropped this call unsent: the hub could not be reached within its {ttl} s \
+                     time-to-live (call_ttl). It was not run. Try again if it is still wanted."
+                ),
+            };
+            self.send_host(aixp::refusal_result(&id, &refusal)).await;
+        }
         let expired: Vec<Id> = self
             .pending
             .iter()
@@ -564,6 +805,8 @@ impl Session {
             let cancel =
                 json!({ "requestId": id.to_value(), "reason": "timed out in aicp-bridge" })
                     .to_string();
+            // Timeouts count against the hub in the breaker.
+            self.finish(&id, Outcome::HubFailed);
             self.host_cancel(
                 Some(id.clone()),
                 wire::notification("notifications/cancelled", Some(&cancel)),
@@ -586,12 +829,33 @@ impl Session {
 /// The `_meta` key under which `initialize` params declare the user's agent to an AICP hub.
 pub const AGENT_META_KEY: &str = "aicp/agent";
 
-fn with_agent_meta(params: &str, agent: &serde_json::Value) -> String {
+/// The `_meta` key under which `initialize` params carry the bearer token, for
+/// hubs that authenticate at initialize rather than on the upgrade.
+pub const AUTH_META_KEY: &str = "aicp/auth";
+
+fn init_meta(cfg: &ServeConfig) -> Vec<(&'static str, serde_json::Value)> {
+    let mut meta = Vec::new();
+    if !cfg.capabilities.is_empty() {
+        meta.push((AGENT_META_KEY, json!({ "capabilities": cfg.capabilities })));
+    }
+    if let Some(cred) = &cfg.hub.credential {
+        use secrecy::ExposeSecret;
+        meta.push((
+            AUTH_META_KEY,
+            json!({ "type": "bearer", "token": cred.token.expose_secret() }),
+        ));
+    }
+    meta
+}
+
+fn with_meta(params: &str, entries: &[(&'static str, serde_json::Value)]) -> String {
     let mut params: serde_json::Value = serde_json::from_str(params).unwrap_or_else(|_| json!({}));
     if let Some(obj) = params.as_object_mut() {
         let meta = obj.entry("_meta").or_insert_with(|| json!({}));
         if let Some(meta) = meta.as_object_mut() {
-            meta.insert(AGENT_META_KEY.to_owned(), agent.clone());
+            for (key, value) in entries {
+                meta.insert((*key).to_owned(), value.clone());
+            }
         }
     }
     params.to_string()
@@ -631,11 +895,11 @@ impl From<wire::Message<'_>> for HostAction {
         match msg.kind {
             Kind::Request { id, method } => {
                 let m = Method::from_name(&method);
-                // Only initialize needs its params kept; only requests that
-                // mention a progress token need their params parsed.
-                let params = (m == Method::Initialize)
-                    .then(|| msg.params.map(|p| p.to_owned()))
-                    .flatten();
+                // Params are kept only where the relay reads them (initialize,
+                // tools/call, list cache keys); only requests that mention a
+                // progress token have their params parsed here.
+                let keep = matches!(m, Method::Initialize | Method::ToolsCall) || m.is_list();
+                let params = keep.then(|| msg.params.map(|p| p.to_owned())).flatten();
                 let progress_token = msg
                     .params
                     .filter(|p| p.get().contains("\"progressToken\""))
@@ -666,6 +930,21 @@ fn request_id_param(params: Option<&RawValue>) -> Option<Id> {
     Id::from_value(params.get("requestId")?)
 }
 
+/// Whether a hub error says the hub itself failed (internal or server
+/// error), as opposed to a request it rightly refused (unknown method, bad params).
+fn is_hub_failure(error: &str) -> bool {
+    let code = serde_json::from_str::<serde_json::Value>(error)
+        .ok()
+        .and_then(|e| e.get("code").and_then(serde_json::Value::as_i64));
+    matches!(code, Some(-32603) | Some(-32099..=-32000))
+}
+
+struct Reply {
+    fix: ResultFix,
+    result: Option<String>,
+    hub_failed: bool,
+}
+
 enum ResultFix {
     None,
     Replace(String, normalize::Rule),
@@ -677,6 +956,7 @@ enum HubKind {
     Request { id: Id },
     Progress { token: Option<String> },
     Cancel { id: Option<Id> },
+    ListChanged,
     Notification,
 }
 
@@ -698,6 +978,9 @@ impl From<&wire::Message<'_>> for HubKind {
                 HubKind::Cancel {
                     id: request_id_param(msg.params),
                 }
+            }
+            Kind::Notification { method } if method.ends_with("/list_changed") => {
+                HubKind::ListChanged
             }
             Kind::Notification { .. } => HubKind::Notification,
         }

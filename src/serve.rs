@@ -10,7 +10,9 @@ use tracing::info;
 
 use crate::cli::ServeArgs;
 use crate::config::{ServeConfig, redact_url};
-use crate::{host, logging, relay, tls};
+use std::sync::Arc;
+
+use crate::{host, logging, paths, relay, state, tls};
 
 pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_default_provider();
@@ -37,18 +39,37 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let state_path = state::file_for(&paths::runtime_dir(), std::process::id());
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
+        let live = Arc::new(state::Live::default());
+        let base = state::BridgeState {
+            pid: std::process::id(),
+            profile: cfg.profile.clone(),
+            hub: redact_url(&cfg.hub.url),
+            started_at: state::now_ms(),
+            connected_since: None,
+            calls_relayed: 0,
+            calls_refused: 0,
+            lists_from_cache: 0,
+        };
+        let state_done = CancellationToken::new();
+        let writer = tokio::spawn(state::keep_written(
+            state_path.clone(),
+            base,
+            live.clone(),
+            state_done.clone(),
+        ));
         let (input, output) = host::stdio();
-        relay::run(
-            &cfg,
-            BufReader::with_capacity(64 * 1024, input),
-            output,
-            shutdown,
-        )
-        .await
+        let input = BufReader::with_capacity(64 * 1024, input);
+        let result = relay::run(&cfg, input, output, live, shutdown).await;
+        state_done.cancel();
+        let _ = writer.await;
+        result
     });
+    // In case the writer task did not get to it.
+    let _ = std::fs::remove_file(&state_path);
     // A read of stdin may be parked in a blocking thread (after a signal the
     // host has not closed it); do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(50));

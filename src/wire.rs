@@ -85,6 +85,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// The list requests a host may flood, answered from the list cache.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            Method::ToolsList
+                | Method::ResourcesList
+                | Method::ResourcesTemplatesList
+                | Method::PromptsList
+        )
+    }
+
     pub fn from_name(name: &str) -> Method {
         match name {
             "initialize" => Method::Initialize,
@@ -316,6 +327,11 @@ pub fn extract_id(prefix: &[u8]) -> Option<Id> {
 /// `{"jsonrpc":"2.0","id":…,"result":…}` around a result that is already JSON.
 pub fn response(id: &Id, result: &str) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
+}
+
+/// An error response carrying an error object that is already JSON.
+pub fn error_with(id: &Id, error: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
 }
 
 /// A JSON-RPC error response. `id` is `None` only when it cannot be known.

@@ -114,8 +114,8 @@ impl Settings {
 fn data_dir(common: &HubCommonArgs) -> anyhow::Result<PathBuf> {
     match &common.data_dir {
         Some(d) => Ok(d.clone()),
-        None => dirs::data_dir()
-            .map(|d| d.join("aicp-bridge").join("hub"))
+        None => directories::ProjectDirs::from("", "", "aicp-bridge")
+            .map(|d| d.data_dir().join("hub"))
             .context("no platform data directory (set HOME or pass --data-dir)"),
     }
 }

@@ -2,7 +2,9 @@
 //! (a WebSocket hub on 127.0.0.1:0, the official MCP SDKs as hosts). One test
 //! binary with a module per area keeps link time down.
 
+mod cli;
 mod faults;
+mod guard;
 mod hosts;
 mod hub_selftest;
 mod lifecycle;

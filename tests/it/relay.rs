@@ -204,7 +204,15 @@ async fn stateless_era_discover_without_initialize() {
     let seen = hub
         .wait_for("_meta kept", |m| m["id"] == 2, Duration::from_secs(5))
         .await;
-    assert_eq!(seen["params"]["_meta"], meta["_meta"]);
+    let sent = &seen["params"]["_meta"];
+    assert_eq!(
+        sent["io.modelcontextprotocol/protocolVersion"], "2026-07-28",
+        "the host's _meta kept: {sent}"
+    );
+    assert_eq!(
+        sent["aicp/aixp"]["hops"], 0,
+        "the AIXP envelope added beside it: {sent}"
+    );
 }
 
 #[tokio::test]
@@ -214,7 +222,7 @@ async fn progress_arrives_in_order_before_its_response() {
         let id = json!(format!("p{round}"));
         let token = json!(format!("tok-{round}"));
         bridge
-            .send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"slow","arguments":{"ms":20,"steps":5},"_meta":{"progressToken":token}}}))
+            .send(json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"slow","arguments":{"ms":20,"steps":5,"round":round},"_meta":{"progressToken":token}}}))
             .await;
         let (before, reply) = bridge.until_response(&id).await;
         let progress: Vec<&Value> = before
@@ -297,7 +305,19 @@ async fn hub_requests_to_the_host_and_their_replies() {
 
 #[tokio::test]
 async fn pipelined_calls_all_come_back_to_their_callers() {
-    let (_hub, mut bridge) = setup().await;
+    let hub = TestHub::start(HubOptions::default()).await;
+    // 64 at once is over the default max_in_flight (16) and per-tool rate (60/min);
+    // this test is about the relay.
+    let mut bridge = Bridge::serve(
+        &hub.url(),
+        &[
+            "--limit",
+            "max_in_flight=64",
+            "--limit",
+            "tool_calls_per_minute=100",
+        ],
+    );
+    bridge.initialize("2025-06-18").await;
     for i in 0..64 {
         bridge.send(json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{"name":"echo","arguments":{"text":format!("m{i}")}}})).await;
     }

@@ -33,6 +33,10 @@ pub fn command(args: &[&str]) -> (Command, tempfile::TempDir) {
         .env_remove("AICP_HUB_URL")
         .env_remove("AICP_TOKEN")
         .env_remove("AICP_LOG")
+        .env_remove("AICP_PROFILE")
+        .env_remove("AICP_CONFIG")
+        // Never the developer's own keyring; the keyring tests opt in.
+        .env("AICP_KEYRING", "none")
         .env("HOME", home.path())
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_DATA_HOME", home.path().join("data"))
@@ -174,10 +178,15 @@ impl Bridge {
     }
 
     pub async fn initialize(&mut self, version: &str) -> Value {
+        self.initialize_as(version, "it-host").await
+    }
+
+    /// Initializes with `name` as clientInfo.name (the test hub's agent identity).
+    pub async fn initialize_as(&mut self, version: &str, name: &str) -> Value {
         let params = json!({
             "protocolVersion": version,
             "capabilities": {"sampling": {}, "roots": {"listChanged": true}},
-            "clientInfo": {"name": "it-host", "version": "1.0"}
+            "clientInfo": {"name": name, "version": "1.0"}
         });
         let reply = self.request("init", "initialize", params).await;
         self.notify("notifications/initialized", json!({})).await;

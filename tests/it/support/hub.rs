@@ -81,6 +81,9 @@ struct Shared {
     /// Here rather than in the accept task so `drop_connections` can abort them from sync code.
     conns: Mutex<JoinSet<()>>,
     next_hub_request: AtomicU64,
+    /// Messages waiting per agent name (`send_message`/`read_inbox`), across connections.
+    inboxes: Mutex<HashMap<String, Vec<Value>>>,
+    next_message: AtomicU64,
 }
 
 impl TestHub {
@@ -412,6 +415,8 @@ struct Conn {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// The hub's own requests to the client (`sample`, `roots`), by JSON-serialized id.
     awaiting_client: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Who this connection is: the clientInfo name from `initialize`.
+    agent: Mutex<String>,
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
@@ -426,6 +431,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         out,
         running: Mutex::default(),
         awaiting_client: Mutex::default(),
+        agent: Mutex::default(),
     });
     // Dropping it when the connection ends aborts whatever request is still in flight.
     let mut requests = JoinSet::new();
@@ -656,7 +662,13 @@ impl Conn {
         let params = req.get("params").cloned().unwrap_or_else(|| json!({}));
         let quirky = self.quirky;
         match method {
-            "initialize" => Ok(initialize_result(quirky, &params)),
+            "initialize" => {
+                *lock(&self.agent) = params["clientInfo"]["name"]
+                    .as_str()
+                    .unwrap_or("anonymous")
+                    .to_owned();
+                Ok(initialize_result(quirky, &params))
+            }
             "ping" if !quirky => Ok(json!({})),
             "server/discover" if !quirky => Ok(json!({
                 "supportedVersions": ["2025-06-18", "2025-11-25", "2026-07-28"],
@@ -739,6 +751,47 @@ impl Conn {
                 ));
                 self.send(notification("notifications/tools/list_changed", None));
                 Ok(text_result("notified"))
+            }
+            // The original AICP hub's tool, enough for `aicp-bridge share` to be tested.
+            "share_context" => Ok(json!({
+                "content": [text_block(&format!("shared {}", args["context_key"].as_str().unwrap_or("?")))],
+                "structuredContent": {"status": "shared", "context_key": args["context_key"]},
+            })),
+            // A hub failing internally: a protocol error, not a tool result.
+            "crash" => Err((-32603, "internal error on purpose".to_owned())),
+            "send_message" => {
+                // AIXP: a delivered message is one hop further than the call that sent it.
+                let env = &params["_meta"]["aicp/aixp"];
+                let n = self.shared.next_message.fetch_add(1, Ordering::SeqCst) + 1;
+                let id = format!("m-{n}");
+                let message = json!({
+                    "id": id,
+                    "from": *lock(&self.agent),
+                    "to": args["to"],
+                    "text": args["text"],
+                    "reply_to": args["reply_to"],
+                    "aixp": {
+                        "version": "aixp/1",
+                        "id": id,
+                        "hops": env["hops"].as_u64().unwrap_or(0) + 1,
+                        "origin": env["origin"],
+                        "expiresAt": env["expiresAt"],
+                    },
+                });
+                let to = args["to"].as_str().unwrap_or_default().to_owned();
+                lock(&self.shared.inboxes)
+                    .entry(to)
+                    .or_default()
+                    .push(message);
+                Ok(
+                    json!({"content": [text_block(&format!("sent {id}"))], "structuredContent": {"message_id": id}}),
+                )
+            }
+            "read_inbox" => {
+                let me = lock(&self.agent).clone();
+                let messages = lock(&self.shared.inboxes).remove(&me).unwrap_or_default();
+                let body = json!({"messages": messages});
+                Ok(json!({"content": [text_block(&body.to_string())], "structuredContent": body}))
             }
             "sloppy_frames" => {
                 // Frames real hubs have been seen to send, each a known way to
@@ -871,6 +924,10 @@ fn tools() -> Value {
         {"name": "notify", "description": "Notifies, then answers", "inputSchema": object},
         {"name": "big", "description": "Returns a text of the given size", "inputSchema": big},
         {"name": "sloppy_frames", "description": "Sends malformed frames, then answers", "inputSchema": object},
+        {"name": "crash", "description": "Fails with an internal error", "inputSchema": object},
+        {"name": "share_context", "description": "Shares a context value", "inputSchema": object},
+        {"name": "send_message", "description": "Sends a message to another agent", "inputSchema": object},
+        {"name": "read_inbox", "description": "Takes this agent's messages", "inputSchema": object},
     ]);
     // `execution` is unknown to many SDKs: the bridge must pass it through untouched.
     for tool in tools.as_array_mut().into_iter().flatten() {

@@ -1,6 +1,7 @@
 //! Test peers: a hub on 127.0.0.1:0 and a harness around the built binary.
 
 pub mod bridge;
+pub mod cli;
 pub mod hub;
 pub mod local_hub;
 

@@ -1,0 +1,1039 @@
+//! The loop guard: decides, for each `tools/call` the host makes, whether it
+//! may go to the hub, after the AI-Exchange Protocol (AIXP): every relayed
+//! call carries an envelope (message id, hop count, origin, expiry), and
+//! calls that loop, repeat, flood or outlive their expiry are refused with a
+//! reason the model can read.
+//!
+//! Pure: no I/O and no clock of its own. The relay passes the time in
+//! ([`Now`]) and reports outcomes back, so every limit is unit-tested
+//! deterministically. docs/limits.md explains each limit and its default.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// The `_meta` key of the AIXP envelope, in `tools/call` params and in
+/// messages a hub delivers.
+pub const ENVELOPE_KEY: &str = "aicp/aixp";
+
+/// The `_meta` key of a refusal's structured detail in its tool result.
+pub const REFUSAL_KEY: &str = "aicp/guard";
+
+pub const AIXP_VERSION: &str = "aixp/1";
+
+/// AIXP status codes (docs/limits.md has the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AixpStatus(pub u16);
+
+impl AixpStatus {
+    /// Connected and working.
+    pub const OK: AixpStatus = AixpStatus(5001);
+    /// A call relayed and answered.
+    pub const DELIVERED: AixpStatus = AixpStatus(5002);
+    pub const HUB_DISCONNECTED: AixpStatus = AixpStatus(5003);
+    pub const IDENTIFICATION: AixpStatus = AixpStatus(5004);
+    /// Timeout, rate or loop limit.
+    pub const COMMUNICATION: AixpStatus = AixpStatus(5005);
+    pub const DATA_FORMAT: AixpStatus = AixpStatus(5006);
+    pub const ACCESS: AixpStatus = AixpStatus(5007);
+    pub const CONNECTION_LIMIT: AixpStatus = AixpStatus(5008);
+    pub const UNEXPECTED_DISCONNECT: AixpStatus = AixpStatus(5009);
+}
+
+/// Every limit, with its default. Field names are the keys of `[limits]` in
+/// the config file and of `--limit KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Agent-to-agent handoffs one piece of work may go through. A chain
+    /// longer than a handful of handoffs is almost always two agents passing
+    /// a task back and forth; 8 still allows a relay through several agents and back.
+    pub max_hops: u32,
+    /// Seconds a call stays valid. A call queued longer than this (during a
+    /// reconnect) is stale: the model has moved on, so it is dropped, never sent late.
+    #[serde(with = "secs")]
+    pub call_ttl: Duration,
+    /// Identical calls (same tool, same arguments) allowed per `repeat_window`.
+    /// A model that retries the same call more than five times a minute is looping.
+    pub repeat_limit: u32,
+    #[serde(with = "secs")]
+    pub repeat_window: Duration,
+    /// Calls per rolling minute, all tools together: two a second sustained is
+    /// more than a model acting through a host usefully makes.
+    pub calls_per_minute: u32,
+    /// Calls per rolling minute to any one tool.
+    pub tool_calls_per_minute: u32,
+    /// Calls waiting for the hub at once; the benchmark's 16 in flight pass.
+    pub max_in_flight: u32,
+    /// Calls in one session (one run of `serve`); a runaway agent that stays
+    /// under every rate still stops here. 0 means no budget.
+    pub session_budget: u64,
+    /// Consecutive hub failures (errors, timeouts, lost connections) that open the breaker.
+    pub breaker_failures: u32,
+    /// Seconds the open breaker fails calls fast before letting one probe through.
+    #[serde(with = "secs")]
+    pub breaker_cooldown: Duration,
+    /// Seconds a `*/list` answer is reused for identical requests: a known host
+    /// bug sends hundreds of `tools/list` a second. 0 turns the cache off.
+    #[serde(with = "secs")]
+    pub list_cache: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_hops: 8,
+            call_ttl: Duration::from_secs(300),
+            repeat_limit: 5,
+            repeat_window: Duration::from_secs(60),
+            calls_per_minute: 120,
+            tool_calls_per_minute: 60,
+            max_in_flight: 16,
+            session_budget: 10_000,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            list_cache: Duration::from_secs(2),
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitError(String);
+
+impl Limits {
+    /// Applies one `KEY=VALUE` override, as given to `--limit`.
+    pub fn set(&mut self, assignment: &str) -> Result<(), LimitError> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| LimitError(format!("--limit takes KEY=VALUE, not {assignment:?}")))?;
+        let mut table = toml_like(self);
+        if !table.contains_key(key.trim()) {
+            let keys: Vec<&String> = table.keys().collect();
+            return Err(LimitError(format!(
+                "unknown limit {key:?}; the limits are {keys:?}"
+            )));
+        }
+        let value = value.trim();
+        let parsed = match (value.parse::<u64>(), value.parse::<f64>()) {
+            (Ok(n), _) => serde_json::Value::from(n),
+            (_, Ok(x)) => serde_json::Value::from(x),
+            _ => {
+                return Err(LimitError(format!(
+                    "limit {key} needs a number, not {value:?}"
+                )));
+            }
+        };
+        table.insert(key.trim().to_owned(), parsed);
+        *self = serde_json::from_value(serde_json::Value::Object(table.into_iter().collect()))
+            .map_err(|e| LimitError(format!("limit {key}: {e}")))?;
+        Ok(())
+    }
+}
+
+fn toml_like(limits: &Limits) -> std::collections::BTreeMap<String, serde_json::Value> {
+    match serde_json::to_value(limits) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().collect(),
+        _ => Default::default(),
+    }
+}
+
+/// The time as the guard sees it: monotonic for windows, wall clock (Unix
+/// milliseconds) for envelope expiry, which crosses machines.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall_ms: u64,
+}
+
+impl Now {
+    pub fn current() -> Now {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Now {
+            mono: Instant::now(),
+            wall_ms,
+        }
+    }
+}
+
+/// The AIXP envelope carried in `_meta["aicp/aixp"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    #[serde(default)]
+    pub version: String,
+    pub id: String,
+    pub hops: u32,
+    pub origin: String,
+    /// Unix milliseconds after which the message must not be delivered or acted on.
+    pub expires_at: u64,
+}
+
+/// What the guard needs to know about one call.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub tool: &'a str,
+    /// Hash of the tool and its arguments in canonical form ([`fingerprint`]).
+    pub fingerprint: u64,
+    /// An envelope the host's call already carried (an agent relaying for another).
+    pub incoming: Option<Envelope>,
+    /// Ids of messages this call answers or forwards (`reply_to` and the like).
+    pub refers_to: Vec<String>,
+}
+
+/// A refused call: what the model reads, and the structured detail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    pub aixp_status: AixpStatus,
+    /// The limit's key, as in `[limits]`.
+    pub limit: &'static str,
+    #[serde(serialize_with = "whole_if_whole")]
+    pub limit_value: f64,
+    #[serde(serialize_with = "whole_if_whole")]
+    pub current: f64,
+    /// Milliseconds until the call could pass again, when that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_in_ms: Option<u64>,
+    #[serde(skip)]
+    pub message: String,
+}
+
+/// Counts read better as `5` than `5.0`; seconds keep their fraction.
+fn whole_if_whole<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if x.fract() == 0.0 && *x >= 0.0 && *x < u64::MAX as f64 {
+        s.serialize_u64(*x as u64)
+    } else {
+        s.serialize_f64(*x)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// How a relayed call ended, as far as the breaker is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The hub answered (a tool error with `isError` is still an answer).
+    Answered,
+    /// The hub failed: an internal error, a timeout, a lost connection.
+    HubFailed,
+    /// The host cancelled, or the call expired before it was sent.
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Breaker {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe call is out; its outcome closes or reopens the breaker.
+    HalfOpen,
+}
+
+/// Counters `status` shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub calls_relayed: u64,
+    pub calls_refused: u64,
+    pub lists_from_cache: u64,
+}
+
+/// How many delivered-message ids the guard remembers to continue their hop counts.
+const KNOWN_MESSAGES: usize = 4096;
+
+pub struct Guard {
+    limits: Limits,
+    /// This bridge instance, the origin of the envelopes it starts.
+    origin: String,
+    next_seq: u64,
+    /// Call times per fingerprint, for the repeat limit.
+    repeats: HashMap<u64, VecDeque<Instant>>,
+    /// Call times, all tools; and per tool.
+    overall: VecDeque<Instant>,
+    per_tool: HashMap<String, VecDeque<Instant>>,
+    in_flight: u32,
+    breaker: Breaker,
+    /// Hop counts of messages delivered to this user, oldest first for eviction.
+    known: HashMap<String, u32>,
+    known_order: VecDeque<String>,
+    stats: Stats,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+impl Guard {
+    pub fn new(limits: Limits, origin: String) -> Guard {
+        Guard {
+            limits,
+            origin,
+            next_seq: 0,
+            repeats: HashMap::new(),
+            overall: VecDeque::new(),
+            per_tool: HashMap::new(),
+            in_flight: 0,
+            breaker: Breaker::Closed { failures: 0 },
+            known: HashMap::new(),
+            known_order: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Allow (with the envelope to send) or refuse one call. An allowed call
+    /// counts as in flight until [`Guard::finished`] is told how it ended.
+    pub fn check(&mut self, now: Now, call: &Call<'_>) -> Result<Envelope, Refusal> {
+        let result = self.decide(now, call);
+        match &result {
+            Ok(_) => {
+                self.record(now, call);
+                self.stats.calls_relayed += 1;
+            }
+            Err(_) => self.stats.calls_refused += 1,
+        }
+        result
+    }
+
+    fn decide(&mut self, now: Now, call: &Call<'_>) -> Result<Envelope, Refusal> {
+        let limits = &self.limits;
+
+        // Loops across agents: continue the hop count of what this call carries or answers.
+        let carried = call.incoming.as_ref().map(|e| e.hops + 1);
+        let answered = call
+            .refers_to
+            .iter()
+            .filter_map(|id| self.known.get(id))
+            .copied()
+            .max();
+        let hops = carried.into_iter().chain(answered).max().unwrap_or(0);
+        if hops > limits.max_hops {
+            return Err(refusal(
+                AixpStatus::COMMUNICATION,
+                "max_hops",
+                limits.max_hops as f64,
+                hops as f64,
+                None,
+                format!(
+                    "aicp-bridge refused this call: the work it carries has already been handed between agents \
+                     {hops} times, over the limit of {} (max_hops). This looks like agents passing a task back \
+                     and forth. Do not forward or answer it again; finish the task yourself or report back to the user.",
+                    limits.max_hops
+                ),
+            ));
+        }
+        let expires_at = now.wall_ms + limits.call_ttl.as_millis() as u64;
+        let expires_at = call
+            .incoming
+            .as_ref()
+            .map_or(expires_at, |e| e.expires_at.min(expires_at));
+        if expires_at <= now.wall_ms {
+            return Err(refusal(
+                AixpStatus::COMMUNICATION,
+                "call_ttl",
+                limits.call_ttl.as_secs_f64(),
+                0.0,
+                None,
+                "aicp-bridge refused this call: the message it relays has expired (its AIXP time-to-live ran out). \
+                 Do not act on it; ask for a fresh request if the work is still wanted."
+                    .to_owned(),
+            ));
+        }
+
+        if let Breaker::Open { until } = self.breaker {
+            if now.mono < until {
+                let wait = until - now.mono;
+                return Err(refusal(
+                    AixpStatus::HUB_DISCONNECTED,
+                    "breaker_failures",
+                    limits.breaker_failures as f64,
+                    limits.breaker_failures as f64,
+                    Some(wait),
+                    format!(
+                        "aicp-bridge is not sending calls to the hub for {:.0} s: the hub failed {} times in a row \
+                         (breaker_failures). Wait, then try once; do not retry in a loop.",
+                        wait.as_secs_f64().ceil(),
+                        limits.breaker_failures
+                    ),
+                ));
+            }
+            self.breaker = Breaker::HalfOpen;
+        } else if self.breaker == Breaker::HalfOpen {
+            return Err(refusal(
+                AixpStatus::HUB_DISCONNECTED,
+                "breaker_failures",
+                limits.breaker_failures as f64,
+                limits.breaker_failures as f64,
+                None,
+                "aicp-bridge is testing whether the hub has recovered with one call; wait for it before calling again."
+                    .to_owned(),
+            ));
+        }
+
+        if limits.session_budget > 0 && self.stats.calls_relayed >= limits.session_budget {
+            return Err(refusal(
+                AixpStatus::COMMUNICATION,
+                "session_budget",
+                limits.session_budget as f64,
+                self.stats.calls_relayed as f64,
+                None,
+                format!(
+                    "aicp-bridge refused this call: this session has used its budget of {} hub calls \
+                     (session_budget). Stop and tell the user; a new session starts a new budget.",
+                    limits.session_budget
+                ),
+            ));
+        }
+
+        if self.in_flight >= limits.max_in_flight {
+            return Err(refusal(
+                AixpStatus::CONNECTION_LIMIT,
+                "max_in_flight",
+                limits.max_in_flight as f64,
+                self.in_flight as f64,
+                None,
+                format!(
+                    "aicp-bridge refused this call: {} calls are already waiting for the hub (max_in_flight). \
+                     Wait for some of them to finish before starting more.",
+                    self.in_flight
+                ),
+            ));
+        }
+
+        let window = limits.repeat_window;
+        let repeats = self
+            .repeats
+            .get_mut(&call.fingerprint)
+            .map(|q| prune(q, now.mono, window));
+        if let Some((count, oldest)) = repeats
+            && count >= limits.repeat_limit as usize
+        {
+            return Err(refusal(
+                AixpStatus::COMMUNICATION,
+                "repeat_limit",
+                limits.repeat_limit as f64,
+                (count + 1) as f64,
+                oldest.map(|t| (t + window).saturating_duration_since(now.mono)),
+                format!(
+                    "aicp-bridge refused this call: {} was called with exactly these arguments {} times in the last \
+                     {} s, over the limit of {} (repeat_limit). Repeating it will not give a different result: \
+                     change the arguments, try another approach, or ask the user.",
+                    call.tool,
+                    count + 1,
+                    window.as_secs_f64(),
+                    limits.repeat_limit
+                ),
+            ));
+        }
+
+        let (count, oldest) = prune(&mut self.overall, now.mono, MINUTE);
+        if count >= limits.calls_per_minute as usize {
+            return Err(rate_refusal(
+                "calls_per_minute",
+                limits.calls_per_minute,
+                count,
+                oldest,
+                now,
+                "all tools",
+            ));
+        }
+        if let Some(q) = self.per_tool.get_mut(call.tool) {
+            let (count, oldest) = prune(q, now.mono, MINUTE);
+            if count >= limits.tool_calls_per_minute as usize {
+                return Err(rate_refusal(
+                    "tool_calls_per_minute",
+                    limits.tool_calls_per_minute,
+                    count,
+                    oldest,
+                    now,
+                    call.tool,
+                ));
+            }
+        }
+
+        self.next_seq += 1;
+        Ok(Envelope {
+            version: AIXP_VERSION.to_owned(),
+            id: format!("{}-{}", self.origin, self.next_seq),
+            hops,
+            origin: call
+                .incoming
+                .as_ref()
+                .map_or_else(|| self.origin.clone(), |e| e.origin.clone()),
+            expires_at,
+        })
+    }
+
+    fn record(&mut self, now: Now, call: &Call<'_>) {
+        self.in_flight += 1;
+        self.repeats
+            .entry(call.fingerprint)
+            .or_default()
+            .push_back(now.mono);
+        self.overall.push_back(now.mono);
+        self.per_tool
+            .entry(call.tool.to_owned())
+            .or_default()
+            .push_back(now.mono);
+        // Keep memory bounded by the windows: drop fingerprints whose calls all aged out.
+        if self.repeats.len() > 1024 {
+            let window = self.limits.repeat_window;
+            self.repeats.retain(|_, q| prune(q, now.mono, window).0 > 0);
+        }
+    }
+
+    /// An allowed call ended.
+    pub fn finished(&mut self, now: Now, outcome: Outcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.breaker = match (self.breaker, outcome) {
+            (_, Outcome::Answered) => Breaker::Closed { failures: 0 },
+            (Breaker::HalfOpen, Outcome::HubFailed) => self.open(now),
+            (Breaker::Closed { failures }, Outcome::HubFailed)
+                if failures + 1 >= self.limits.breaker_failures =>
+            {
+                self.open(now)
+            }
+            (Breaker::Closed { failures }, Outcome::HubFailed) => Breaker::Closed {
+                failures: failures + 1,
+            },
+            // An abandoned probe proves nothing: let the next call probe.
+            (Breaker::HalfOpen, Outcome::Abandoned) => Breaker::Open { until: now.mono },
+            (state, _) => state,
+        };
+    }
+
+    fn open(&self, now: Now) -> Breaker {
+        Breaker::Open {
+            until: now.mono + self.limits.breaker_cooldown,
+        }
+    }
+
+    /// Whether a message with this envelope may still be delivered or acted on.
+    pub fn is_live(envelope: &Envelope, now: Now) -> bool {
+        envelope.expires_at > now.wall_ms
+    }
+
+    /// Remembers the hop count of a message the hub delivered to this user,
+    /// so that an answer to it continues the count.
+    pub fn learn(&mut self, envelope: &Envelope) {
+        if self
+            .known
+            .insert(envelope.id.clone(), envelope.hops)
+            .is_none()
+        {
+            self.known_order.push_back(envelope.id.clone());
+            if self.known_order.len() > KNOWN_MESSAGES
+                && let Some(old) = self.known_order.pop_front()
+            {
+                self.known.remove(&old);
+            }
+        }
+    }
+
+    pub fn count_cached_list(&mut self) {
+        self.stats.lists_from_cache += 1;
+    }
+}
+
+/// Answers identical `*/list` requests from the last answer for a short
+/// while (`list_cache`), so a host that floods `tools/list` does not flood the hub.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    ttl: Duration,
+    /// Request key (method and params) to when the answer came and its `result` text.
+    entries: HashMap<String, (Instant, String)>,
+}
+
+impl ListCache {
+    pub fn new(ttl: Duration) -> ListCache {
+        ListCache {
+            ttl,
+            entries: HashMap::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    pub fn get(&self, key: &str, now: Instant) -> Option<&str> {
+        let (at, result) = self.entries.get(key)?;
+        (now.saturating_duration_since(*at) < self.ttl).then_some(result.as_str())
+    }
+
+    pub fn put(&mut self, key: String, result: String, now: Instant) {
+        if self.enabled() {
+            let ttl = self.ttl;
+            self.entries
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+            self.entries.insert(key, (now, result));
+        }
+    }
+
+    /// The hub said a list changed, or the connection changed: forget everything.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// Drops entries older than `window`; returns how many remain and the oldest.
+fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) -> (usize, Option<Instant>) {
+    while q
+        .front()
+        .is_some_and(|&t| now.saturating_duration_since(t) >= window)
+    {
+        q.pop_front();
+    }
+    (q.len(), q.front().copied())
+}
+
+fn refusal(
+    status: AixpStatus,
+    limit: &'static str,
+    limit_value: f64,
+    current: f64,
+    resets_in: Option<Duration>,
+    message: String,
+) -> Refusal {
+    Refusal {
+        aixp_status: status,
+        limit,
+        limit_value,
+        current,
+        resets_in_ms: resets_in.map(|d| d.as_millis() as u64),
+        message,
+    }
+}
+
+fn rate_refusal(
+    limit: &'static str,
+    value: u32,
+    count: usize,
+    oldest: Option<Instant>,
+    now: Now,
+    what: &str,
+) -> Refusal {
+    let resets = oldest.map(|t| (t + MINUTE).saturating_duration_since(now.mono));
+    refusal(
+        AixpStatus::COMMUNICATION,
+        limit,
+        value as f64,
+        (count + 1) as f64,
+        resets,
+        format!(
+            "aicp-bridge refused this call: {} calls to {what} in the last minute, over the limit of {value} ({limit}). \
+             Slow down: wait {:.0} s before the next call, and batch work into fewer calls.",
+            count + 1,
+            resets.unwrap_or_default().as_secs_f64().ceil()
+        ),
+    )
+}
+
+/// A call's identity for the repeat limit: the tool and its arguments in
+/// canonical JSON (object keys sorted, so key order does not matter).
+pub fn fingerprint(tool: &str, arguments: Option<&serde_json::Value>) -> u64 {
+    let mut h = DefaultHasher::new();
+    tool.hash(&mut h);
+    // serde_json's Map keeps keys sorted (no preserve_order feature), so
+    // to_string is canonical.
+    arguments
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The message ids a call answers or forwards: string values of `reply_to`,
+/// `in_reply_to` or `message_id` in its arguments or in their `context` object.
+pub fn referenced_messages(arguments: Option<&serde_json::Value>) -> Vec<String> {
+    const KEYS: [&str; 3] = ["reply_to", "in_reply_to", "message_id"];
+    let mut ids = Vec::new();
+    let Some(args) = arguments.and_then(|a| a.as_object()) else {
+        return ids;
+    };
+    let context = args.get("context").and_then(|c| c.as_object());
+    for obj in std::iter::once(args).chain(context) {
+        for key in KEYS {
+            if let Some(serde_json::Value::String(id)) = obj.get(key) {
+                ids.push(id.clone());
+            }
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Clock {
+        start: Instant,
+        wall0: u64,
+    }
+
+    impl Clock {
+        fn new() -> Clock {
+            Clock {
+                start: Instant::now(),
+                wall0: 1_700_000_000_000,
+            }
+        }
+        fn at(&self, secs: f64) -> Now {
+            let d = Duration::from_secs_f64(secs);
+            Now {
+                mono: self.start + d,
+                wall_ms: self.wall0 + d.as_millis() as u64,
+            }
+        }
+    }
+
+    fn guard(limits: Limits) -> Guard {
+        Guard::new(limits, "bridge-a".into())
+    }
+
+    fn call(tool: &str, n: u64) -> Call<'_> {
+        Call {
+            tool,
+            fingerprint: fingerprint(tool, Some(&serde_json::json!({ "n": n }))),
+            incoming: None,
+            refers_to: vec![],
+        }
+    }
+
+    fn unlimited() -> Limits {
+        Limits {
+            calls_per_minute: 1_000_000,
+            tool_calls_per_minute: 1_000_000,
+            repeat_limit: 1_000_000,
+            max_in_flight: 1_000_000,
+            session_budget: 0,
+            ..Limits::default()
+        }
+    }
+
+    fn allow_and_finish(g: &mut Guard, now: Now, c: &Call<'_>) -> Result<Envelope, Refusal> {
+        let r = g.check(now, c);
+        if r.is_ok() {
+            g.finished(now, Outcome::Answered);
+        }
+        r
+    }
+
+    #[test]
+    fn fingerprint_ignores_key_order_but_not_values() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"a":1,"b":{"x":[1,2],"y":"z"}}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"b":{"y":"z","x":[1,2]},"a":1}"#).unwrap();
+        let c: serde_json::Value =
+            serde_json::from_str(r#"{"b":{"y":"z","x":[2,1]},"a":1}"#).unwrap();
+        assert_eq!(fingerprint("t", Some(&a)), fingerprint("t", Some(&b)));
+        assert_ne!(fingerprint("t", Some(&a)), fingerprint("t", Some(&c)));
+        assert_ne!(fingerprint("t", Some(&a)), fingerprint("u", Some(&a)));
+    }
+
+    #[test]
+    fn repeat_limit_exactly_at_one_over_and_sliding() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            repeat_limit: 3,
+            repeat_window: Duration::from_secs(10),
+            ..unlimited()
+        });
+        let c = call("echo", 1);
+        for i in 0..3 {
+            assert!(
+                allow_and_finish(&mut g, clock.at(i as f64), &c).is_ok(),
+                "call {i} is within the limit"
+            );
+        }
+        let r = allow_and_finish(&mut g, clock.at(3.0), &c).unwrap_err();
+        assert_eq!(r.limit, "repeat_limit");
+        assert_eq!(r.limit_value, 3.0);
+        assert_eq!(r.current, 4.0);
+        assert_eq!(r.aixp_status, AixpStatus::COMMUNICATION);
+        assert_eq!(
+            r.resets_in_ms,
+            Some(7000),
+            "the first call leaves the window at t=10"
+        );
+        assert!(
+            r.message.contains("echo")
+                && r.message.contains("4 times")
+                && r.message.contains("limit of 3")
+        );
+        // Other arguments are another call.
+        assert!(allow_and_finish(&mut g, clock.at(3.0), &call("echo", 2)).is_ok());
+        // Just before the first call ages out: still refused; at 10 s: allowed (the window slid).
+        assert!(allow_and_finish(&mut g, clock.at(9.999), &c).is_err());
+        assert!(allow_and_finish(&mut g, clock.at(10.0), &c).is_ok());
+        assert!(
+            allow_and_finish(&mut g, clock.at(10.5), &c).is_err(),
+            "t=1,2,10 fill the window again"
+        );
+        assert_eq!(g.stats().calls_refused, 3);
+    }
+
+    #[test]
+    fn rates_overall_and_per_tool() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            calls_per_minute: 5,
+            tool_calls_per_minute: 3,
+            ..unlimited()
+        });
+        for i in 0..3 {
+            assert!(allow_and_finish(&mut g, clock.at(i as f64), &call("a", i)).is_ok());
+        }
+        let r = allow_and_finish(&mut g, clock.at(3.0), &call("a", 9)).unwrap_err();
+        assert_eq!((r.limit, r.current), ("tool_calls_per_minute", 4.0));
+        assert_eq!(r.resets_in_ms, Some(57_000));
+        assert!(allow_and_finish(&mut g, clock.at(3.0), &call("b", 1)).is_ok());
+        assert!(allow_and_finish(&mut g, clock.at(4.0), &call("b", 2)).is_ok());
+        let r = allow_and_finish(&mut g, clock.at(5.0), &call("c", 1)).unwrap_err();
+        assert_eq!(
+            (r.limit, r.limit_value, r.current),
+            ("calls_per_minute", 5.0, 6.0)
+        );
+        // A minute after the first call, one slot frees up.
+        assert!(allow_and_finish(&mut g, clock.at(59.9), &call("c", 1)).is_err());
+        assert!(allow_and_finish(&mut g, clock.at(60.0), &call("c", 1)).is_ok());
+    }
+
+    #[test]
+    fn in_flight_counts_until_finished() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            max_in_flight: 2,
+            ..unlimited()
+        });
+        assert!(g.check(clock.at(0.0), &call("a", 1)).is_ok());
+        assert!(g.check(clock.at(0.0), &call("a", 2)).is_ok());
+        let r = g.check(clock.at(0.0), &call("a", 3)).unwrap_err();
+        assert_eq!(
+            (r.limit, r.aixp_status),
+            ("max_in_flight", AixpStatus::CONNECTION_LIMIT)
+        );
+        g.finished(clock.at(0.1), Outcome::Abandoned);
+        assert!(g.check(clock.at(0.1), &call("a", 3)).is_ok());
+        assert_eq!(g.in_flight(), 2);
+    }
+
+    #[test]
+    fn session_budget_at_and_over() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            session_budget: 2,
+            ..unlimited()
+        });
+        assert!(allow_and_finish(&mut g, clock.at(0.0), &call("a", 1)).is_ok());
+        assert!(allow_and_finish(&mut g, clock.at(0.0), &call("a", 2)).is_ok());
+        let r = allow_and_finish(&mut g, clock.at(0.0), &call("a", 3)).unwrap_err();
+        assert_eq!((r.limit, r.current), ("session_budget", 2.0));
+    }
+
+    #[test]
+    fn hops_continue_from_carried_and_answered_messages() {
+        let clock = Clock::new();
+        let now = clock.at(0.0);
+        let mut g = guard(Limits {
+            max_hops: 3,
+            ..unlimited()
+        });
+        // A fresh call starts the count at 0 with this bridge as origin.
+        let env = allow_and_finish(&mut g, now, &call("send_message", 1)).unwrap();
+        assert_eq!(
+            (env.hops, env.origin.as_str(), env.version.as_str()),
+            (0, "bridge-a", AIXP_VERSION)
+        );
+        assert_eq!(env.expires_at, now.wall_ms + 300_000);
+        // An answer to a delivered message continues its count.
+        g.learn(&Envelope {
+            version: AIXP_VERSION.into(),
+            id: "m-7".into(),
+            hops: 3,
+            origin: "bridge-b".into(),
+            expires_at: now.wall_ms + 1000,
+        });
+        let mut answer = call("send_message", 2);
+        answer.refers_to = vec!["unknown".into(), "m-7".into()];
+        assert_eq!(
+            allow_and_finish(&mut g, now, &answer).unwrap().hops,
+            3,
+            "exactly at the limit"
+        );
+        g.learn(&Envelope {
+            version: AIXP_VERSION.into(),
+            id: "m-8".into(),
+            hops: 4,
+            origin: "bridge-b".into(),
+            expires_at: now.wall_ms + 1000,
+        });
+        answer.refers_to = vec!["m-8".into()];
+        let r = allow_and_finish(&mut g, now, &answer).unwrap_err();
+        assert_eq!((r.limit, r.limit_value, r.current), ("max_hops", 3.0, 4.0));
+        assert!(r.message.contains("back and forth"));
+        // A call carrying an envelope (relaying for another agent) is one more hop, same origin.
+        let mut relayed = call("route_to_agent", 3);
+        relayed.incoming = Some(Envelope {
+            version: AIXP_VERSION.into(),
+            id: "x".into(),
+            hops: 2,
+            origin: "bridge-c".into(),
+            expires_at: now.wall_ms + 5000,
+        });
+        let env = allow_and_finish(&mut g, now, &relayed).unwrap();
+        assert_eq!(
+            (env.hops, env.origin.as_str(), env.expires_at),
+            (3, "bridge-c", now.wall_ms + 5000)
+        );
+    }
+
+    #[test]
+    fn expired_incoming_envelope_is_refused() {
+        let clock = Clock::new();
+        let now = clock.at(10.0);
+        let mut g = guard(unlimited());
+        let mut c = call("route_to_agent", 1);
+        c.incoming = Some(Envelope {
+            version: AIXP_VERSION.into(),
+            id: "x".into(),
+            hops: 0,
+            origin: "o".into(),
+            expires_at: now.wall_ms,
+        });
+        assert_eq!(g.check(now, &c).unwrap_err().limit, "call_ttl");
+        let env = Envelope {
+            expires_at: now.wall_ms + 1,
+            ..c.incoming.clone().unwrap()
+        };
+        assert!(Guard::is_live(&env, now));
+        assert!(!Guard::is_live(&env, clock.at(10.001)));
+    }
+
+    #[test]
+    fn breaker_opens_after_k_failures_fails_fast_then_half_opens() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(5),
+            ..unlimited()
+        });
+        // Two failures, then a success: the count resets.
+        for i in 0..2 {
+            g.check(clock.at(0.0), &call("a", i)).unwrap();
+            g.finished(clock.at(0.0), Outcome::HubFailed);
+        }
+        allow_and_finish(&mut g, clock.at(0.0), &call("a", 9)).unwrap();
+        for i in 0..3 {
+            g.check(clock.at(1.0), &call("a", i)).unwrap();
+            g.finished(clock.at(1.0), Outcome::HubFailed);
+        }
+        let r = g.check(clock.at(2.0), &call("a", 5)).unwrap_err();
+        assert_eq!(
+            (r.limit, r.aixp_status),
+            ("breaker_failures", AixpStatus::HUB_DISCONNECTED)
+        );
+        assert_eq!(r.resets_in_ms, Some(4000));
+        assert!(g.check(clock.at(5.999), &call("a", 5)).is_err());
+        // Cool-down over: one probe passes, a second waits for it.
+        g.check(clock.at(6.0), &call("a", 5)).unwrap();
+        assert!(g.check(clock.at(6.0), &call("a", 6)).is_err());
+        // The probe fails: open again for a full cool-down.
+        g.finished(clock.at(6.5), Outcome::HubFailed);
+        assert!(g.check(clock.at(11.0), &call("a", 6)).is_err());
+        g.check(clock.at(11.5), &call("a", 6)).unwrap();
+        g.finished(clock.at(11.6), Outcome::Answered);
+        // Closed: calls flow again.
+        allow_and_finish(&mut g, clock.at(11.7), &call("a", 7)).unwrap();
+        allow_and_finish(&mut g, clock.at(11.7), &call("a", 8)).unwrap();
+    }
+
+    #[test]
+    fn limits_are_set_by_name_and_errors_name_the_keys() {
+        let mut l = Limits::default();
+        l.set("max_hops=3").unwrap();
+        l.set("repeat_window = 2.5").unwrap();
+        assert_eq!(l.max_hops, 3);
+        assert_eq!(l.repeat_window, Duration::from_millis(2500));
+        let e = l.set("max_hop=3").unwrap_err().to_string();
+        assert!(e.contains("unknown limit") && e.contains("max_hops"), "{e}");
+        assert!(
+            l.set("max_hops=lots")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a number")
+        );
+        assert!(l.set("max_hops").is_err());
+        assert!(l.set("max_hops=-1").is_err());
+    }
+
+    #[test]
+    fn list_cache_serves_within_its_window_only() {
+        let t0 = Instant::now();
+        let mut cache = ListCache::new(Duration::from_secs(2));
+        assert!(cache.get("tools/list", t0).is_none());
+        cache.put("tools/list".into(), "{\"tools\":[]}".into(), t0);
+        assert_eq!(
+            cache.get("tools/list", t0 + Duration::from_millis(1999)),
+            Some("{\"tools\":[]}")
+        );
+        assert!(
+            cache
+                .get("tools/list", t0 + Duration::from_secs(2))
+                .is_none()
+        );
+        assert!(cache.get("prompts/list", t0).is_none());
+        cache.clear();
+        assert!(cache.get("tools/list", t0).is_none());
+        let mut off = ListCache::new(Duration::ZERO);
+        off.put("tools/list".into(), "{}".into(), t0);
+        assert!(off.get("tools/list", t0).is_none());
+    }
+
+    #[test]
+    fn references_are_found_in_arguments_and_context() {
+        let args = serde_json::json!({"to": "b", "reply_to": "m1", "context": {"in_reply_to": "m2", "x": 1}, "message_id": 5});
+        assert_eq!(referenced_messages(Some(&args)), ["m1", "m2"]);
+        assert!(referenced_messages(None).is_empty());
+    }
+}
