@@ -10,8 +10,13 @@ pub const META_KEY: &str = "aicp/aixp";
 pub const VERSION: &str = "aixp/1";
 /// Default hub-side cap on hops: a message that would travel further is refused.
 pub const DEFAULT_MAX_HOPS: u32 = 16;
-/// The AIXP status a refused delivery reports in `structuredContent.aixpStatus`.
-pub const STATUS_HOP_LIMIT: u32 = 5005;
+/// AIXP status "communication": a refused delivery (hop cap) and a rate limit
+/// report it (`structuredContent.aixpStatus`, `error.data.aixpStatus`).
+pub const STATUS_COMMUNICATION: u32 = 5005;
+/// AIXP status "data format": a message over the hub's size limit.
+pub const STATUS_FORMAT: u32 = 5006;
+/// AIXP status "access / privilege": the token lacks the scope (docs/limits.md).
+pub const STATUS_ACCESS: u32 = 5007;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

@@ -150,7 +150,9 @@ impl Caller {
                     self.identity
                 ),
             )
-            .with_data(serde_json::json!({"scope": scope.name()})))
+            .with_data(
+                serde_json::json!({"scope": scope.name(), "aixpStatus": aixp::STATUS_ACCESS}),
+            ))
         }
     }
 }

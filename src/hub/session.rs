@@ -228,7 +228,7 @@ where
                     text.len()
                 ),
             )
-            .with_data(json!({"maxBytes": max}));
+            .with_data(json!({"maxBytes": max, "aixpStatus": super::aixp::STATUS_FORMAT}));
             self.reply(rpc::error(&id, &e)).await;
             return None;
         }
@@ -303,7 +303,7 @@ where
         };
         if let Err(limited) = self.bucket.try_take(Instant::now()) {
             let e = RpcError::new(rpc::RATE_LIMITED, limited.to_string())
-                .with_data(json!({"retryAfterMs": limited.retry_after.as_millis().max(1) as u64, "ratePerSec": limited.rate_per_sec, "burst": limited.burst}));
+                .with_data(json!({"aixpStatus": super::aixp::STATUS_COMMUNICATION, "retryAfterMs": limited.retry_after.as_millis().max(1) as u64, "ratePerSec": limited.rate_per_sec, "burst": limited.burst}));
             self.shared
                 .metrics
                 .call(method, &tool, "rate_limited", start.elapsed().as_secs_f64());

@@ -274,9 +274,10 @@ enum NotDelivered {
 impl NotDelivered {
     fn into_result(self) -> Value {
         match self {
-            NotDelivered::Refused(r @ Refused::HopLimit { .. }) => {
-                tool_error(r.to_string(), json!({"aixpStatus": aixp::STATUS_HOP_LIMIT}))
-            }
+            NotDelivered::Refused(r @ Refused::HopLimit { .. }) => tool_error(
+                r.to_string(),
+                json!({"aixpStatus": aixp::STATUS_COMMUNICATION}),
+            ),
             NotDelivered::Refused(r) => tool_error(r.to_string(), json!({})),
             NotDelivered::Store(e) => store_error(&e),
         }

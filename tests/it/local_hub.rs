@@ -210,6 +210,7 @@ async fn each_connection_has_its_own_rate_limit_with_a_clear_error() {
         "{msg}"
     );
     assert!(r["error"]["data"]["retryAfterMs"].as_u64().unwrap() > 0);
+    assert_eq!(r["error"]["data"]["aixpStatus"], 5005);
     // The other connection's bucket is untouched.
     assert!(
         b.request(json!(1), "ping", json!({}))
@@ -272,6 +273,7 @@ async fn scopes_limit_what_a_token_may_do() {
         .call_tool(json!(2), "send_message", json!({"to": "x", "text": "y"}))
         .await;
     assert_eq!(r["error"]["data"]["scope"], "message", "{r}");
+    assert_eq!(r["error"]["data"]["aixpStatus"], 5007, "{r}");
     let r = c
         .request(
             json!(3),
