@@ -690,3 +690,30 @@ async fn a_secret_file_signs_and_checks_tokens() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_command_line_tools_work_against_the_local_hub() {
+    let hub = LocalHub::start(&[]).await;
+    let mut cli = crate::support::cli::Cli::new();
+    cli.env("AICP_TOKEN", &hub.token("carol", "share,read,message"));
+    let out = cli.run(&["call", "whoami", "--hub", hub.url()]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.json()["identity"], "carol", "{out:?}");
+    let out = cli
+        .run(&["share", "plan", r#"{"step":1}"#, "--hub", hub.url()])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut c = RawClient::agent(hub.url(), Some(&hub.token("dave", "read")), &[]).await;
+    let r = c
+        .request(
+            json!(1),
+            "resources/read",
+            json!({"uri": "aicp://context/plan"}),
+        )
+        .await;
+    assert_eq!(r["result"]["contents"][0]["text"], "{\"step\":1}", "{r}");
+    cli.env("AICP_TOKEN", "forged");
+    let out = cli.run(&["call", "whoami", "--hub", hub.url()]).await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(out.stderr.contains("HTTP 401"), "{out:?}");
+}
