@@ -129,11 +129,18 @@ pub async fn run<S>(
             }
         }
     };
-    // Drain: no new requests; in-flight ones finish (bounded) and their answers are written.
     s.tracker.close();
+    if close_code != CloseCode::Away {
+        // The client left: nobody is waiting for the answers, so in-flight calls
+        // (a 30 s long-poll, say) stop now instead of holding the slot.
+        for token in s.inflight.values() {
+            token.cancel();
+        }
+    }
+    // Shutdown drains: no new requests; in-flight ones finish (bounded) and their answers are written.
     let drain = tokio::time::sleep(DRAIN_TIMEOUT);
     tokio::pin!(drain);
-    if close_code != CloseCode::Abnormal {
+    if close_code == CloseCode::Away {
         loop {
             tokio::select! {
                 Some(done) = done_rx.recv() => { if s.write_done(done, &mut done_rx).await.is_err() { break; } }
@@ -146,6 +153,9 @@ pub async fn run<S>(
                 _ = &mut drain => { warn!(connection, pending = s.inflight.len(), "drain timed out"); break; }
             }
         }
+    }
+    if close_code != CloseCode::Abnormal {
+        // After the client's Close this sends the reply tungstenite queued; on shutdown, ours (1001).
         let _ =
             s.ws.close(Some(CloseFrame {
                 code: close_code,

@@ -605,7 +605,15 @@ async fn a_failed_store_write_is_a_tool_error_and_loses_nothing() {
 #[tokio::test]
 async fn the_connection_limit_refuses_with_503_and_frees_on_close() {
     let hub = LocalHub::start(&["--open", "--max-connections", "1"]).await;
-    let first = RawClient::agent(hub.url(), None, &[]).await;
+    let mut first = RawClient::agent(hub.url(), None, &[]).await;
+    // A long-poll in flight must not keep the slot once its client is gone.
+    first
+        .send(
+            json!("poll"),
+            "tools/call",
+            json!({"name": "read_inbox", "arguments": {"wait_ms": 30_000}}),
+        )
+        .await;
     match RawClient::try_connect(hub.url(), None).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 503);
@@ -621,7 +629,7 @@ async fn the_connection_limit_refuses_with_503_and_frees_on_close() {
     loop {
         match RawClient::try_connect(hub.url(), None).await {
             Ok(_) => break,
-            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+            Err(_) if start.elapsed() < Duration::from_secs(3) => {
                 tokio::time::sleep(Duration::from_millis(20)).await
             }
             Err(e) => panic!("slot never freed: {e}"),
