@@ -19,6 +19,22 @@ pub struct CallLabels {
     pub outcome: &'static str,
 }
 
+/// Methods counted under their own name in `aicp_hub_calls_total`.
+const KNOWN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "logging/setLevel",
+];
+
 pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
@@ -100,7 +116,20 @@ impl Metrics {
         }
     }
 
+    /// Counts one answered request. Labels come from a fixed set: a method or
+    /// tool name the hub does not know is counted as `other`, so a client
+    /// inventing names cannot grow the number of series without bound.
     pub fn call(&self, method: &str, tool: &str, outcome: &'static str, seconds: f64) {
+        let method = KNOWN_METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("other");
+        let tool = if tool.is_empty() || super::tools::scope_of(tool).is_some() {
+            tool
+        } else {
+            "other"
+        };
         self.calls
             .get_or_create(&CallLabels {
                 method: method.to_owned(),
@@ -136,7 +165,15 @@ mod tests {
         m.connections.inc();
         m.call("tools/call", "list_agents", "ok", 0.0001);
         m.refused("unauthorized");
+        m.call("made/up", "", "error", 0.0001);
+        m.call("tools/call", "invented_tool", "error", 0.0001);
         let text = m.render();
+        assert!(
+            !text.contains("made/up") && !text.contains("invented_tool"),
+            "{text}"
+        );
+        assert!(text.contains("method=\"other\""), "{text}");
+        assert!(text.contains("tool=\"other\""), "{text}");
         for name in [
             "aicp_hub_connections 1",
             "aicp_hub_calls_total{method=\"tools/call\",tool=\"list_agents\",outcome=\"ok\"} 1",

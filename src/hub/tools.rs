@@ -19,6 +19,8 @@ use super::{Caller, Shared, now_ms};
 
 /// Longest a `read_inbox` long-poll may wait; larger `wait_ms` values are clamped to it.
 pub const MAX_WAIT_MS: u64 = 30_000;
+/// Most subtasks one `orchestrate_collaboration` delivers: a plan, not a mailing list.
+pub const MAX_SUBTASKS: usize = 32;
 /// Most messages one `read_inbox` returns.
 pub const INBOX_PAGE: usize = 100;
 
@@ -524,6 +526,15 @@ async fn orchestrate(
         None => shared.presence.candidates(&caller.identity),
     };
     let subtasks = routing::split_task(&task);
+    if subtasks.len() > MAX_SUBTASKS {
+        return tool_error(
+            format!(
+                "the task splits into {} subtasks; the hub plans at most {MAX_SUBTASKS} at once",
+                subtasks.len()
+            ),
+            json!({}),
+        );
+    }
     let assignment = routing::assign(&subtasks, &agents);
     let plan_id = format!("plan-{:x}-{:08x}", now_ms(), fastrand::u32(..));
     let total = subtasks.len();
