@@ -335,3 +335,68 @@ async fn a_bad_limit_is_refused_at_startup_naming_the_keys() {
         "{err}"
     );
 }
+
+/// The same loop through the real local hub (`aicp-bridge hub`): two users
+/// with their own tokens, each behind a bridge, answering each other's
+/// messages until the bridge refuses at max_hops.
+#[tokio::test]
+async fn two_bridges_through_the_local_hub_stop_at_max_hops() {
+    let hub = crate::support::local_hub::LocalHub::start(&[]).await;
+    let limits = ["--limit", "max_hops=3"];
+    let alice_token = hub.token("alice", "share,read,message");
+    let bob_token = hub.token("bob", "share,read,message");
+    let mut alice = Bridge::serve_env(hub.url(), &limits, &[("AICP_TOKEN", &alice_token)]);
+    let mut bob = Bridge::serve_env(hub.url(), &limits, &[("AICP_TOKEN", &bob_token)]);
+    alice.initialize("2025-11-25").await;
+    bob.initialize("2025-11-25").await;
+
+    let r = alice
+        .call_tool(
+            "start",
+            "send_message",
+            json!({"to": "bob", "text": "your turn"}),
+        )
+        .await;
+    assert_ne!(r["result"]["isError"], true, "{r}");
+    let mut since = [0u64, 0u64];
+    let mut players = [(&mut bob, "bob", "alice"), (&mut alice, "alice", "bob")];
+    let mut turn = 0usize;
+    let refused = loop {
+        let who = turn % 2;
+        let (me, name, other) = &mut players[who];
+        turn += 1;
+        let inbox = me
+            .call_tool(
+                format!("read-{turn}"),
+                "read_inbox",
+                json!({"since": since[who], "wait_ms": 5000}),
+            )
+            .await;
+        let sc = &inbox["result"]["structuredContent"];
+        since[who] = sc["next_since"].as_u64().unwrap();
+        let m = &sc["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{inbox}"))[0];
+        println!("{name} read {} with hops {}", m["id"], m["aixp"]["hops"]);
+        let reply = me
+            .call_tool(
+                format!("send-{turn}"),
+                "send_message",
+                json!({"to": other, "text": format!("back to you #{turn}"), "reply_to": m["id"]}),
+            )
+            .await;
+        if reply["result"]["isError"] == true {
+            break reply;
+        }
+        assert!(turn < 10, "the loop was never stopped");
+    };
+    let detail = refusal_of(&refused);
+    assert_eq!(
+        (detail["limit"].as_str(), detail["current"].as_u64()),
+        (Some("max_hops"), Some(4))
+    );
+    assert_eq!(
+        turn, 4,
+        "answers to hops 1..=3 passed; the answer to hops 4 was refused by the bridge"
+    );
+}
