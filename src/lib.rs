@@ -22,6 +22,7 @@
 //! - [`hub_connection`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
 //! - [`commands`]: login, logout, status, share, tools, call, install: the everyday command line.
 //! - [`client`]: a one-shot hub client for the command line (status, login, share, tools, call).
+//! - [`shutdown`]: SIGTERM and SIGINT into a cancelled token, for `serve` and `hub`.
 //! - [`state`]: the small file each running `serve` keeps for `status`.
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
@@ -44,6 +45,7 @@ pub mod offline;
 pub mod paths;
 pub mod relay;
 pub mod serve;
+pub mod shutdown;
 pub mod state;
 pub mod tls;
 pub mod validate;

@@ -12,7 +12,7 @@ use crate::cli::ServeArgs;
 use crate::config::{ServeConfig, redact_url};
 use std::sync::Arc;
 
-use crate::{host, logging, paths, relay, state, tls};
+use crate::{host, logging, paths, relay, shutdown, state, tls};
 
 pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_default_provider();
@@ -42,7 +42,10 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     let state_path = state::file_for(&paths::runtime_dir(), std::process::id());
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(shutdown::cancel_on_signal(
+            shutdown.clone(),
+            "shutting down",
+        ));
         let live = Arc::new(state::Live::default());
         let base = state::BridgeState {
             pid: std::process::id(),
@@ -75,27 +78,4 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_millis(50));
     info!("aicp-bridge stopped");
     result
-}
-
-async fn on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("Ctrl-C: shutting down");
-    }
-    shutdown.cancel();
 }

@@ -209,7 +209,7 @@ pub fn hub_main(args: HubArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone(), "draining in-flight calls"));
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             presence: presence::Presence::default(),
@@ -260,28 +260,4 @@ fn token_main(common: &HubCommonArgs, t: &TokenArgs) -> anyhow::Result<()> {
     let secret = load_secret(common, &data_dir(common)?)?;
     println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000));
     Ok(())
-}
-
-// Same as serve's: kept here so the hub does not reach into the relay's module.
-async fn on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: draining in-flight calls"),
-            _ = int.recv() => info!("SIGINT: draining in-flight calls"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("Ctrl-C: draining in-flight calls");
-    }
-    shutdown.cancel();
 }

@@ -109,37 +109,39 @@ async fn every_call_carries_an_envelope_and_a_carried_one_continues() {
     assert_eq!(env["expiresAt"], now_ms + 60_000);
 }
 
-/// Two assistants that keep handing a task back: stopped at max_hops.
-#[tokio::test]
-async fn two_bridges_playing_ping_pong_stop_at_max_hops() {
-    let hub = TestHub::start(HubOptions::default()).await;
-    let limits = ["--limit", "max_hops=4"];
-    let mut alice = Bridge::serve(&hub.url(), &limits);
-    let mut bob = Bridge::serve(&hub.url(), &limits);
-    alice.initialize_as("2025-06-18", "alice").await;
-    bob.initialize_as("2025-06-18", "bob").await;
-
+/// Alice sends Bob a message; then each in turn reads their inbox and answers
+/// the message they got (`reply_to`), until a bridge refuses. Returns the turn
+/// that was refused and the refusal. `cursor`: read with the local hub's
+/// `since` cursor (and a long poll) instead of the test hub's draining read.
+async fn hand_back_and_forth(alice: &mut Bridge, bob: &mut Bridge, cursor: bool) -> (usize, Value) {
     let r = alice
         .call_tool(
-            0,
+            "start",
             "send_message",
             json!({"to": "bob", "text": "please review"}),
         )
         .await;
-    assert_eq!(r["result"]["isError"], Value::Null, "{r}");
-    let players = [(&mut bob, "bob", "alice"), (&mut alice, "alice", "bob")];
-    let mut players = players;
-    let mut turn = 0u64;
-    let refused = loop {
-        let (me, name, other) = &mut players[(turn % 2) as usize];
+    assert_ne!(r["result"]["isError"], true, "{r}");
+    let mut since = [0u64, 0u64];
+    let mut players = [(bob, "bob", "alice"), (alice, "alice", "bob")];
+    let mut turn = 0usize;
+    loop {
+        let who = turn % 2;
+        let (me, name, other) = &mut players[who];
         turn += 1;
+        let args = if cursor {
+            json!({"since": since[who], "wait_ms": 5000})
+        } else {
+            json!({})
+        };
         let inbox = me
-            .call_tool(format!("read-{turn}"), "read_inbox", json!({}))
+            .call_tool(format!("read-{turn}"), "read_inbox", args)
             .await;
-        let messages = inbox["result"]["structuredContent"]["messages"]
+        let sc = &inbox["result"]["structuredContent"];
+        since[who] = sc["next_since"].as_u64().unwrap_or(0);
+        let messages = sc["messages"]
             .as_array()
-            .unwrap()
-            .clone();
+            .unwrap_or_else(|| panic!("{inbox}"));
         assert_eq!(messages.len(), 1, "{name} has one message: {inbox}");
         let m = &messages[0];
         println!("{name} got {} (hops {})", m["id"], m["aixp"]["hops"]);
@@ -151,10 +153,23 @@ async fn two_bridges_playing_ping_pong_stop_at_max_hops() {
             )
             .await;
         if reply["result"]["isError"] == true {
-            break reply;
+            return (turn, reply);
         }
         assert!(turn < 10, "the loop was never stopped");
-    };
+    }
+}
+
+/// Two assistants that keep handing a task back: stopped at max_hops.
+#[tokio::test]
+async fn two_bridges_playing_ping_pong_stop_at_max_hops() {
+    let hub = TestHub::start(HubOptions::default()).await;
+    let limits = ["--limit", "max_hops=4"];
+    let mut alice = Bridge::serve(&hub.url(), &limits);
+    let mut bob = Bridge::serve(&hub.url(), &limits);
+    alice.initialize_as("2025-06-18", "alice").await;
+    bob.initialize_as("2025-06-18", "bob").await;
+
+    let (turn, refused) = hand_back_and_forth(&mut alice, &mut bob, false).await;
     let detail = refusal_of(&refused);
     println!(
         "refused on turn {turn}: {}",
@@ -350,46 +365,7 @@ async fn two_bridges_through_the_local_hub_stop_at_max_hops() {
     alice.initialize("2025-11-25").await;
     bob.initialize("2025-11-25").await;
 
-    let r = alice
-        .call_tool(
-            "start",
-            "send_message",
-            json!({"to": "bob", "text": "your turn"}),
-        )
-        .await;
-    assert_ne!(r["result"]["isError"], true, "{r}");
-    let mut since = [0u64, 0u64];
-    let mut players = [(&mut bob, "bob", "alice"), (&mut alice, "alice", "bob")];
-    let mut turn = 0usize;
-    let refused = loop {
-        let who = turn % 2;
-        let (me, name, other) = &mut players[who];
-        turn += 1;
-        let inbox = me
-            .call_tool(
-                format!("read-{turn}"),
-                "read_inbox",
-                json!({"since": since[who], "wait_ms": 5000}),
-            )
-            .await;
-        let sc = &inbox["result"]["structuredContent"];
-        since[who] = sc["next_since"].as_u64().unwrap();
-        let m = &sc["messages"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{inbox}"))[0];
-        println!("{name} read {} with hops {}", m["id"], m["aixp"]["hops"]);
-        let reply = me
-            .call_tool(
-                format!("send-{turn}"),
-                "send_message",
-                json!({"to": other, "text": format!("back to you #{turn}"), "reply_to": m["id"]}),
-            )
-            .await;
-        if reply["result"]["isError"] == true {
-            break reply;
-        }
-        assert!(turn < 10, "the loop was never stopped");
-    };
+    let (turn, refused) = hand_back_and_forth(&mut alice, &mut bob, true).await;
     let detail = refusal_of(&refused);
     assert_eq!(
         (detail["limit"].as_str(), detail["current"].as_u64()),
