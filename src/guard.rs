@@ -278,6 +278,9 @@ pub struct Guard {
     next_seq: u64,
     /// Call times per fingerprint, for the repeat limit.
     repeats: HashMap<u64, VecDeque<Instant>>,
+    /// The same calls in the order they were made, so that fingerprints whose
+    /// calls all left the window are dropped in O(1) per call, not by a scan.
+    repeat_order: VecDeque<(Instant, u64)>,
     /// Call times, all tools; and per tool.
     overall: VecDeque<Instant>,
     per_tool: HashMap<String, VecDeque<Instant>>,
@@ -298,6 +301,7 @@ impl Guard {
             origin,
             next_seq: 0,
             repeats: HashMap::new(),
+            repeat_order: VecDeque::new(),
             overall: VecDeque::new(),
             per_tool: HashMap::new(),
             in_flight: 0,
@@ -514,10 +518,19 @@ impl Guard {
             .entry(call.tool.to_owned())
             .or_default()
             .push_back(now.mono);
-        // Keep memory bounded by the windows: drop fingerprints whose calls all aged out.
-        if self.repeats.len() > 1024 {
-            let window = self.limits.repeat_window;
-            self.repeats.retain(|_, q| prune(q, now.mono, window).0 > 0);
+        // Keep memory bounded by the window: forget calls that left it.
+        self.repeat_order.push_back((now.mono, call.fingerprint));
+        let window = self.limits.repeat_window;
+        while let Some(&(at, fingerprint)) = self.repeat_order.front() {
+            if now.mono.saturating_duration_since(at) < window {
+                break;
+            }
+            self.repeat_order.pop_front();
+            if let Some(q) = self.repeats.get_mut(&fingerprint)
+                && prune(q, now.mono, window).0 == 0
+            {
+                self.repeats.remove(&fingerprint);
+            }
         }
     }
 
@@ -1005,6 +1018,25 @@ mod tests {
         );
         assert!(l.set("max_hops").is_err());
         assert!(l.set("max_hops=-1").is_err());
+    }
+
+    #[test]
+    fn memory_for_repeats_stays_within_the_window() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            repeat_window: Duration::from_secs(10),
+            ..unlimited()
+        });
+        for i in 0..5000u64 {
+            allow_and_finish(&mut g, clock.at(i as f64 * 0.01), &call("a", i)).unwrap();
+        }
+        // 50 s of distinct calls at 100/s: only the last 10 s are remembered.
+        assert!(
+            g.repeats.len() <= 1001 && g.repeat_order.len() <= 1001,
+            "{}",
+            g.repeats.len()
+        );
+        assert!(g.repeats.len() >= 999);
     }
 
     #[test]
