@@ -53,7 +53,8 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let account = credentials::account(&url);
     keyring.set(&account, &token)?;
     let profile = resolved.profile_name.clone();
-    if matches!(resolved.hub_raw(), Some((_, Origin::CommandLine))) || !resolved.config.exists {
+    // A hub given by flag or environment is saved; one from the profile is there already.
+    if matches!(resolved.hub_raw(), Some((_, Origin::CommandLine))) {
         resolved
             .config
             .set_profile_str(&profile, "hub", url.as_str());

@@ -1,32 +1,15 @@
 //! The AIXP envelope a delivered message carries, so loop limits see hops
-//! across agents. Shared with the bridge's loop guard: the key is `aicp/aixp`
-//! in `params._meta` of a `tools/call`, the value
-//! `{"version":"aixp/1","id","hops","origin","expiresAt"}`. Pure: time is passed in.
+//! across agents. The envelope, its `_meta` key (`aicp/aixp`) and the status
+//! codes are the bridge's loop guard's ([`crate::guard`]): one wire format for
+//! both ends. What is the hub's own is the next hop. Pure: time is passed in.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub const META_KEY: &str = "aicp/aixp";
-pub const VERSION: &str = "aixp/1";
+pub use crate::guard::Envelope;
+use crate::guard::{AIXP_VERSION, ENVELOPE_KEY};
+
 /// Default hub-side cap on hops: a message that would travel further is refused.
 pub const DEFAULT_MAX_HOPS: u32 = 16;
-/// AIXP status "communication": a refused delivery (hop cap) and a rate limit
-/// report it (`structuredContent.aixpStatus`, `error.data.aixpStatus`).
-pub const STATUS_COMMUNICATION: u32 = 5005;
-/// AIXP status "data format": a message over the hub's size limit.
-pub const STATUS_FORMAT: u32 = 5006;
-/// AIXP status "access / privilege": the token lacks the scope (docs/limits.md).
-pub const STATUS_ACCESS: u32 = 5007;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
-    pub version: String,
-    pub id: String,
-    pub hops: u32,
-    pub origin: String,
-    #[serde(rename = "expiresAt")]
-    pub expires_at: u64,
-}
 
 /// What the caller's own envelope said, all fields optional (a host calling
 /// the hub directly sends none).
@@ -40,7 +23,7 @@ pub struct Incoming {
 impl Incoming {
     /// Reads `params._meta["aicp/aixp"]`; wrong-typed fields count as absent.
     pub fn from_params(params: &Value) -> Incoming {
-        let Some(env) = params.pointer("/_meta").and_then(|m| m.get(META_KEY)) else {
+        let Some(env) = params.pointer("/_meta").and_then(|m| m.get(ENVELOPE_KEY)) else {
             return Incoming::default();
         };
         Incoming {
@@ -91,7 +74,7 @@ pub fn next_envelope(
         });
     }
     Ok(Envelope {
-        version: VERSION.into(),
+        version: AIXP_VERSION.into(),
         id,
         hops,
         origin: incoming.origin.clone().unwrap_or_else(|| sender.to_owned()),

@@ -151,7 +151,7 @@ impl Caller {
                 ),
             )
             .with_data(
-                serde_json::json!({"scope": scope.name(), "aixpStatus": aixp::STATUS_ACCESS}),
+                serde_json::json!({"scope": scope.name(), "aixpStatus": crate::guard::AixpStatus::ACCESS}),
             ))
         }
     }

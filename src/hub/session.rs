@@ -21,18 +21,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::guard::AixpStatus;
+// Where the bridge declares its user's capabilities in `initialize` params `_meta`.
 use super::auth::Principal;
 use super::limits::TokenBucket;
 use super::presence::Agent;
 use super::rpc::{self, RpcError};
 use super::store::AgentRecord;
 use super::{Caller, DRAIN_TIMEOUT, Shared, now_ms, prompts, resources, tools};
+use crate::relay::AGENT_META_KEY;
 
 /// Protocol versions the hub speaks, newest first. A client asking for
 /// another gets the newest, and decides (MCP version negotiation).
 pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-/// Key in `initialize` params `_meta` where the bridge declares capabilities.
-pub const AGENT_META_KEY: &str = "aicp/agent";
 /// Most capabilities one agent may declare, and the longest name kept.
 const MAX_CAPABILITIES: usize = 32;
 const MAX_CAPABILITY_LEN: usize = 64;
@@ -238,7 +239,7 @@ where
                     text.len()
                 ),
             )
-            .with_data(json!({"maxBytes": max, "aixpStatus": super::aixp::STATUS_FORMAT}));
+            .with_data(json!({"maxBytes": max, "aixpStatus": AixpStatus::DATA_FORMAT}));
             self.reply(rpc::error(&id, &e)).await;
             return None;
         }
@@ -313,7 +314,7 @@ where
         };
         if let Err(limited) = self.bucket.try_take(Instant::now()) {
             let e = RpcError::new(rpc::RATE_LIMITED, limited.to_string())
-                .with_data(json!({"aixpStatus": super::aixp::STATUS_COMMUNICATION, "retryAfterMs": limited.retry_after.as_millis().max(1) as u64, "ratePerSec": limited.rate_per_sec, "burst": limited.burst}));
+                .with_data(json!({"aixpStatus": AixpStatus::COMMUNICATION, "retryAfterMs": limited.retry_after.as_millis().max(1) as u64, "ratePerSec": limited.rate_per_sec, "burst": limited.burst}));
             self.shared
                 .metrics
                 .call(method, &tool, "rate_limited", start.elapsed().as_secs_f64());

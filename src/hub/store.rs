@@ -252,7 +252,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         reply_to: r.get(5)?,
         created_at: r.get::<_, i64>(6)? as u64,
         aixp: Envelope {
-            version: super::aixp::VERSION.into(),
+            version: crate::guard::AIXP_VERSION.into(),
             id: id.clone(),
             hops: r.get(7)?,
             origin: r.get(8)?,

@@ -278,7 +278,7 @@ impl NotDelivered {
         match self {
             NotDelivered::Refused(r @ Refused::HopLimit { .. }) => tool_error(
                 r.to_string(),
-                json!({"aixpStatus": aixp::STATUS_COMMUNICATION}),
+                json!({"aixpStatus": crate::guard::AixpStatus::COMMUNICATION}),
             ),
             NotDelivered::Refused(r) => tool_error(r.to_string(), json!({})),
             NotDelivered::Store(e) => store_error(&e),
