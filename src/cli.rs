@@ -226,6 +226,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub strict: bool,
 
+    /// Also send the token in `initialize` params `_meta["aicp/auth"]`, for a hub that
+    /// authenticates there instead of on the upgrade (off: the upgrade header suffices).
+    #[arg(long)]
+    pub token_in_initialize: bool,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
     #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
     pub log_level: String,

@@ -41,6 +41,9 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct HubConfig {
     pub url: Url,
+    /// `--allow-insecure`: plain ws:// may go to any address. Without it, a ws:// host
+    /// given by name must resolve to loopback addresses only (checked at each connect).
+    pub allow_insecure: bool,
     pub credential: Option<Credential>,
     /// Present exactly when the URL is wss://.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -58,6 +61,9 @@ pub struct ServeConfig {
     pub strict: bool,
     /// What this user's assistant is good at, declared to the hub at initialize.
     pub capabilities: Vec<String>,
+    /// Copy the token into `initialize` `_meta["aicp/auth"]`: only for hubs that need it,
+    /// since every copy of a secret is one more place it can leak from.
+    pub token_in_initialize: bool,
     /// The loop guard's limits (docs/limits.md).
     pub limits: Limits,
     /// This bridge instance in AIXP envelopes: random per run, so two bridges of one user differ.
@@ -104,6 +110,7 @@ impl ServeConfig {
                 .transpose()?,
             strict: args.strict,
             capabilities,
+            token_in_initialize: args.token_in_initialize || resolved.profile.token_in_initialize,
             limits,
             origin: format!("aicp-bridge-{:08x}", fastrand::u32(..)),
             profile: resolved.profile_name,
@@ -247,6 +254,7 @@ impl Resolved {
         };
         Ok(HubConfig {
             url,
+            allow_insecure: self.target.allow_insecure || self.profile.allow_insecure,
             credential,
             tls,
             max_message_bytes: tuning.max_message_bytes,

@@ -42,6 +42,9 @@ pub struct Profile {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub allow_insecure: bool,
+    /// Also send the token in `initialize` `_meta["aicp/auth"]` (hubs that authenticate there).
+    #[serde(default)]
+    pub token_in_initialize: bool,
     /// Limit overrides for this profile: key to number.
     #[serde(default)]
     pub limits: BTreeMap<String, f64>,

@@ -41,6 +41,12 @@ pub const SUBPROTOCOL: &str = "mcp";
 /// How long a clean close waits for the hub's close reply.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
+/// A connection that lasted this long proved the hub healthy: the backoff
+/// starts over after it ends. One that fails sooner (a hub that accepts the
+/// upgrade and then drops it) keeps the backoff growing, so it is not redialled
+/// (token and all) every few hundred milliseconds forever.
+pub const PROVEN_HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub enum HubEvent {
     /// A connection attempt started; frames sent now wait for its outcome.
@@ -181,7 +187,7 @@ async fn run(
         let cause = match result {
             Ok(ws) => {
                 info!(hub = %shown_url, generation, "connected to hub");
-                failures = 0;
+                let up_since = Instant::now();
                 let up = HubEvent::Up {
                     generation,
                     reinitialized: params.is_some(),
@@ -189,8 +195,12 @@ async fn run(
                 if events.send(up).await.is_err() {
                     return;
                 }
-                match serve_connection(ws, generation, &cfg, &events, &mut outbox, &shutdown).await
-                {
+                let served =
+                    serve_connection(ws, generation, &cfg, &events, &mut outbox, &shutdown).await;
+                if up_since.elapsed() >= PROVEN_HEALTHY_AFTER {
+                    failures = 0;
+                }
+                match served {
                     Ok(()) => return,
                     Err(cause) => cause,
                 }
@@ -251,10 +261,11 @@ pub async fn upgrade(cfg: &HubConfig, offer_subprotocol: &mut bool) -> Result<Ws
             Some(tls) => Connector::Rustls(tls.clone()),
             None => Connector::Plain,
         };
-        match tokio_tungstenite::connect_async_tls_with_config(
+        let tcp = connect_tcp(cfg).await?;
+        match tokio_tungstenite::client_async_tls_with_config(
             request,
+            tcp,
             Some(ws_config),
-            true,
             Some(connector),
         )
         .await
@@ -273,6 +284,57 @@ pub async fn upgrade(cfg: &HubConfig, offer_subprotocol: &mut bool) -> Result<Ws
             }
             Err(e) => return Err(HubError::from_ws(e, limit)),
         }
+    }
+}
+
+/// Resolves the hub's host and opens TCP to the first address that answers.
+/// Plain ws:// without `--allow-insecure` goes only to loopback addresses: the
+/// check is on the addresses the name resolves to (a `localhost` that resolves
+/// elsewhere is refused), and the socket connects to exactly those addresses,
+/// so nothing can be swapped in between the check and the connect.
+async fn connect_tcp(cfg: &HubConfig) -> Result<TcpStream, HubError> {
+    let host = cfg
+        .url
+        .host_str()
+        .ok_or_else(|| HubError::Connect("the hub URL has no host".into()))?;
+    // IPv6 literals come bracketed in URLs; the resolver wants them bare.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = cfg.url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| HubError::Connect(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    if cfg.tls.is_none() && !cfg.allow_insecure {
+        refuse_plain_outside_loopback(host, &addrs)?;
+    }
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Requests and answers are small and latency-bound.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(HubError::Connect(match last {
+        Some(e) => e.to_string(),
+        None => format!("{host} resolves to no address"),
+    }))
+}
+
+/// Plain ws:// without `--allow-insecure`: every address the host resolved to must be loopback.
+fn refuse_plain_outside_loopback(
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+) -> Result<(), HubError> {
+    match addrs.iter().find(|a| !a.ip().is_loopback()) {
+        Some(outside) => Err(HubError::Connect(format!(
+            "{host} resolves to {}, which is not loopback: refusing plain ws:// (the token would travel unencrypted); use wss:// or --allow-insecure",
+            outside.ip()
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -469,5 +531,24 @@ mod tests {
         }
         assert!(backoff(1, max) <= INITIAL_BACKOFF);
         assert!(backoff(30, max) >= max / 2);
+    }
+
+    #[test]
+    fn plain_ws_goes_only_to_addresses_that_are_loopback() {
+        let loopback: Vec<std::net::SocketAddr> =
+            vec!["127.0.0.1:80".parse().unwrap(), "[::1]:80".parse().unwrap()];
+        assert!(refuse_plain_outside_loopback("localhost", &loopback).is_ok());
+        // A name that looks local but resolves elsewhere (a poisoned hosts file, DNS).
+        let mixed = vec![
+            "127.0.0.1:80".parse().unwrap(),
+            "192.0.2.7:80".parse().unwrap(),
+        ];
+        let err = refuse_plain_outside_loopback("localhost", &mixed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("192.0.2.7") && err.contains("not loopback"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Logs go to stderr (Claude Desktop saves a server's stderr to disk) or to a
-//! file, never to stdout. Every line passes through [`Redacting`], which
-//! replaces each known secret with `[REDACTED]`, so a token cannot leak even
-//! through a message a hub echoes back at trace level.
+//! file (created owner-only), never to stdout. Every line passes through
+//! [`Redacting`], which replaces each known secret, as text and as hex, and
+//! anything shaped like a JWT with `[REDACTED]`, so a token cannot leak even
+//! through a message a peer echoes back at trace level. The WebSocket library
+//! is capped below trace whatever the filter says: at trace it prints whole
+//! frames and the upgrade request, `Authorization` header included.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -12,19 +15,24 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// Crates that log payloads or request heads below this level; each is held at
+/// `debug` at most, whatever the user's filter asks for.
+const PAYLOAD_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
 pub fn init(filter: &str, log_file: Option<&Path>, secrets: Vec<String>) -> anyhow::Result<()> {
-    let filter =
+    let mut filter =
         EnvFilter::try_new(filter).with_context(|| format!("bad log filter {filter:?}"))?;
-    let secrets: Arc<[String]> = secrets.into_iter().filter(|s| s.len() >= 4).collect();
+    for target in PAYLOAD_LOGGERS {
+        // A directive for the same target replaces the user's, so `tungstenite=trace` is capped too.
+        filter = filter.add_directive(format!("{target}=debug").parse()?);
+    }
+    let secrets: Arc<[String]> = secrets
+        .into_iter()
+        .filter(|s| s.len() >= 4)
+        .flat_map(encodings)
+        .collect();
     let sink = match log_file {
-        Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            Sink::File(Arc::new(Mutex::new(file)))
-        }
+        Some(path) => Sink::File(Arc::new(Mutex::new(open_private(path)?))),
         None => Sink::Stderr,
     };
     let ansi = log_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -34,6 +42,33 @@ pub fn init(filter: &str, log_file: Option<&Path>, secrets: Vec<String>) -> anyh
         .with_writer(MakeRedacting { sink, secrets })
         .try_init()
         .map_err(|e| anyhow::anyhow!("logging already set up: {e}"))
+}
+
+/// Opens the log file for appending, created 0600 (it may hold hub answers and
+/// tool arguments); an existing file is narrowed to 0600 too.
+fn open_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(path)
+        .with_context(|| format!("cannot open log file {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make log file {} private", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// A secret as it may appear in a log line: as itself, and as lower- and
+/// upper-case hex (how byte buffers are printed).
+fn encodings(secret: String) -> Vec<String> {
+    let lower: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let upper = lower.to_ascii_uppercase();
+    vec![secret, lower, upper]
 }
 
 #[derive(Clone)]
@@ -94,7 +129,58 @@ fn redact<'b>(buf: &'b [u8], secrets: &[String]) -> std::borrow::Cow<'b, [u8]> {
             out = std::borrow::Cow::Owned(text.into_bytes());
         }
     }
-    out
+    match redact_jwts(&out) {
+        Some(clean) => std::borrow::Cow::Owned(clean),
+        None => out,
+    }
+}
+
+/// Shortest JWT segment treated as one: `eyJ` plus a few characters of a JSON header.
+const MIN_JWT_SEGMENT: usize = 8;
+
+/// Replaces anything shaped like a JWT (`eyJ…` base64url, three dot-separated
+/// segments), the hub's token format, for tokens the logger was not told about:
+/// the hub learns them from the peer. Returns `None` when there is none.
+fn redact_jwts(buf: &[u8]) -> Option<Vec<u8>> {
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(at) = buf[i..].windows(3).position(|w| w == b"eyJ") {
+        let start = i + at;
+        // Three segments of base64url separated by exactly two dots.
+        let mut end = start;
+        let mut segments = 0;
+        loop {
+            let seg_start = end;
+            while end < buf.len() && is_b64(buf[end]) {
+                end += 1;
+            }
+            // Header and claims are JSON objects, never this short; the signature may be anything.
+            let min = if segments < 2 { MIN_JWT_SEGMENT } else { 1 };
+            if end - seg_start < min {
+                break;
+            }
+            segments += 1;
+            if segments == 3 || end >= buf.len() || buf[end] != b'.' {
+                break;
+            }
+            end += 1;
+        }
+        let preceded_by_b64 = start > 0 && is_b64(buf[start - 1]);
+        if segments == 3 && !preceded_by_b64 {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(buf.len()));
+            o.extend_from_slice(&buf[copied..start]);
+            o.extend_from_slice(b"[REDACTED]");
+            copied = end;
+            i = end;
+        } else {
+            i = start + 3;
+        }
+    }
+    let mut o = out?;
+    o.extend_from_slice(&buf[copied..]);
+    Some(o)
 }
 
 #[cfg(test)]
@@ -110,5 +196,33 @@ mod tests {
             redact(b"clean line", &secrets),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn hex_encodings_of_a_secret_are_redacted() {
+        let secrets: Vec<String> = encodings("tok-123".to_owned());
+        // "tok-123" as bytes printed in hex, as a frame dump shows them.
+        let out = redact(b"payload 746f6b2d313233 and 746F6B2D313233", &secrets);
+        assert_eq!(&*out, b"payload [REDACTED] and [REDACTED]");
+    }
+
+    #[test]
+    fn anything_shaped_like_a_jwt_is_redacted() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlX2J5dGVz";
+        let line = format!(r#"recv {{"_meta":{{"aicp/auth":{{"token":"{jwt}"}}}}}} Bearer {jwt}"#);
+        let out = redact(line.as_bytes(), &[]);
+        let out = String::from_utf8(out.into_owned()).unwrap();
+        assert!(!out.contains("eyJzdWIi"), "{out}");
+        assert_eq!(out.matches("[REDACTED]").count(), 2, "{out}");
+        // Not a JWT: a lone header-like word, or two segments, stay as they are.
+        for clean in [
+            "eyJhbGciOiJIUzI1NiJ9 alone",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9 end",
+        ] {
+            assert!(
+                matches!(redact(clean.as_bytes(), &[]), std::borrow::Cow::Borrowed(_)),
+                "{clean}"
+            );
+        }
     }
 }

@@ -182,7 +182,7 @@ struct Session {
     request_timeout: Option<Duration>,
     strict: bool,
     /// Added to the host's `initialize` params `_meta`: `aicp/agent` (capabilities)
-    /// and `aicp/auth` (the token), when there are any.
+    /// and, with `--token-in-initialize` only, `aicp/auth` (the token).
     init_meta: Vec<(&'static str, serde_json::Value)>,
     /// The loop guard every `tools/call` passes (docs/limits.md).
     guard: Guard,
@@ -838,7 +838,12 @@ fn init_meta(cfg: &ServeConfig) -> Vec<(&'static str, serde_json::Value)> {
     if !cfg.capabilities.is_empty() {
         meta.push((AGENT_META_KEY, json!({ "capabilities": cfg.capabilities })));
     }
-    if let Some(cred) = &cfg.hub.credential {
+    if let Some(cred) = cfg
+        .hub
+        .credential
+        .as_ref()
+        .filter(|_| cfg.token_in_initialize)
+    {
         use secrecy::ExposeSecret;
         meta.push((
             AUTH_META_KEY,

@@ -184,6 +184,53 @@ struct Envelope<'a> {
     error: Option<&'a RawValue>,
 }
 
+/// Accepts exactly the JSON that `serde_json::Value` accepts (nesting within
+/// its recursion limit, strings without lone surrogates, numbers within f64),
+/// without building anything: every value is decoded and dropped.
+struct Decodable;
+
+impl<'de> Deserialize<'de> for Decodable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Decodable, D::Error> {
+        d.deserialize_any(DecodableVisitor)
+    }
+}
+
+struct DecodableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DecodableVisitor {
+    type Value = Decodable;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_unit<E>(self) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Decodable, A::Error> {
+        while seq.next_element::<Decodable>()?.is_some() {}
+        Ok(Decodable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Decodable, A::Error> {
+        while map.next_entry::<Decodable, Decodable>()?.is_some() {}
+        Ok(Decodable)
+    }
+}
+
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
@@ -200,6 +247,12 @@ pub fn parse(text: &str, strict: bool) -> Result<Message<'_>, Invalid> {
                 Err(e) => Invalid::Parse(e.to_string()),
             });
         }
+    }
+    if strict {
+        // The envelope parse skips over params without decoding them; a hub
+        // decodes them whole, and answers what it cannot read with an id of
+        // null that no one can match. Host input is checked here as a hub will.
+        serde_json::from_str::<Decodable>(text).map_err(|e| Invalid::Parse(e.to_string()))?;
     }
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
@@ -399,6 +452,52 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(orphan.kind, Kind::OrphanResponse));
+    }
+
+    #[test]
+    fn host_input_is_refused_where_a_hub_could_not_decode_it() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"x","arguments":{}{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        // What serde_json::Value (a hub) accepts, the check accepts, and no more.
+        for text in [
+            nested(120),
+            nested(126),
+            r#"{"jsonrpc":"2.0","id":9,"method":"x","params":{"s":"\ud800"}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":9,"method":"x","params":{"n":1e400}}"#.to_owned(),
+            r#"{"jsonrpc":"2.0","id":9,"method":"x","params":{"\udfff":1}}"#.to_owned(),
+        ] {
+            let hub_reads = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            let host_check = parse(&text, true);
+            assert_eq!(host_check.is_ok(), hub_reads, "{text:.80}: {host_check:?}");
+            if !hub_reads {
+                assert!(matches!(host_check, Err(Invalid::Parse(_))));
+                // The relay answers it with the request's own id, found in the text.
+                assert_eq!(extract_id(text.as_bytes()).unwrap().as_json(), "9");
+                // Hub input stays lenient: the bridge relays what a hub sends.
+                assert!(parse(&text, false).is_ok());
+            }
+        }
+        assert!(parse(&nested(200), true).is_err());
+        for refused in [r#""\ud800""#, "1e400"] {
+            let text =
+                format!(r#"{{"jsonrpc":"2.0","id":9,"method":"x","params":{{"v":{refused}}}}}"#);
+            assert!(
+                matches!(parse(&text, true), Err(Invalid::Parse(_))),
+                "{text}"
+            );
+        }
+        assert!(
+            parse(
+                r#"{"jsonrpc":"2.0","id":9,"method":"x","params":{"s":"\ud83d\ude00"}}"#,
+                true
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -231,3 +231,70 @@ async fn invalid_utf8_gets_a_parse_error_with_its_id_and_the_bridge_keeps_servin
     let r = bridge.call_tool(10, "echo", json!({"text": "fine"})).await;
     assert_eq!(r["result"]["content"][0]["text"], "fine");
 }
+
+#[tokio::test]
+async fn a_hub_that_accepts_then_fails_is_redialled_with_growing_backoff() {
+    let hub = TestHub::start(HubOptions {
+        close_after_upgrade: true,
+        ..Default::default()
+    })
+    .await;
+    // Default backoff (250 ms first step, doubling). Before the fix every
+    // successful upgrade reset it: a redial every 125-250 ms, 12 or more in 3 s.
+    let _bridge = Bridge::serve(&hub.url(), &[]);
+    eventually("a few redials", Duration::from_secs(10), || {
+        hub.connections() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Steps of at least 125, 250, 500, 1000, 2000 ms: at most 6 connections
+    // in the 3 s after the third (which came 375 ms or more after the first).
+    let n = hub.connections();
+    assert!(
+        n <= 7,
+        "{n} connections in about 3.4 s: the backoff did not grow"
+    );
+}
+
+#[tokio::test]
+async fn requests_a_hub_could_not_decode_are_answered_by_the_bridge_with_their_id() {
+    let hub = TestHub::start(HubOptions::default()).await;
+    let mut bridge = Bridge::serve(&hub.url(), &[]);
+    bridge.initialize("2025-06-18").await;
+    let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    for (id, args) in [
+        ("deep", deep.as_str()),
+        ("surrogate", r#"{"text":"\ud800"}"#),
+        ("huge", r#"{"n":1e400}"#),
+    ] {
+        bridge
+            .send_raw(&format!(
+                r#"{{"jsonrpc":"2.0","id":"{id}","method":"tools/call","params":{{"name":"echo","arguments":{args}}}}}"#
+            ))
+            .await;
+        let r = bridge.recv().await;
+        assert_eq!(r["id"], id, "{r}");
+        assert_eq!(r["error"]["code"], -32700, "{r}");
+    }
+    // None of them reached the hub, and the bridge keeps serving.
+    let r = bridge
+        .call_tool("ok", "echo", json!({"text": "fine"}))
+        .await;
+    assert_eq!(r["result"]["content"][0]["text"], "fine", "{r}");
+    assert!(
+        !hub.received()
+            .iter()
+            .any(|m| ["deep", "surrogate", "huge"].contains(&m["id"].as_str().unwrap_or(""))),
+        "an undecodable request reached the hub"
+    );
+}
+
+#[tokio::test]
+async fn ws_localhost_connects_by_its_loopback_addresses() {
+    let hub = TestHub::start(HubOptions::default()).await;
+    let url = format!("ws://localhost:{}/mcp", hub.port());
+    let mut bridge = Bridge::serve(&url, &[]);
+    bridge.initialize("2025-06-18").await;
+    let r = bridge.call_tool(1, "echo", json!({"text": "local"})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "local", "{r}");
+}

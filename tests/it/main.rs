@@ -11,6 +11,7 @@ mod lifecycle;
 mod local_hub;
 mod local_hub_sdk;
 mod quirks;
+mod redaction;
 mod relay;
 mod support;
 mod tls;

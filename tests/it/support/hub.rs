@@ -60,6 +60,8 @@ pub struct HubOptions {
     pub require_token: Option<String>,
     /// After answering `initialize`, never poll that socket again but keep it open.
     pub silent_after_init: bool,
+    /// Accept the upgrade, then close the connection at once (a hub that is up but broken).
+    pub close_after_upgrade: bool,
 }
 
 pub struct TestHub {
@@ -334,9 +336,13 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         opts: opts.clone(),
         shared: shared.clone(),
     };
-    if let Ok(ws) =
+    if let Ok(mut ws) =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
     {
+        if opts.close_after_upgrade {
+            close_with(&mut ws, 1011).await;
+            return;
+        }
         serve(ws, opts, shared).await;
     }
 }
