@@ -226,6 +226,22 @@ fn guard_cost(calls: u64) -> Duration {
     start.elapsed() / calls as u32
 }
 
+/// What checking that a host message decodes as a hub will decode it (depth,
+/// surrogates, number range) adds to reading its envelope: strict parse minus lenient.
+fn decode_check_cost(calls: u64) -> Duration {
+    use aicp_bridge::wire;
+    let texts: Vec<String> = (0..calls).map(call).collect();
+    let timed = |strict: bool| {
+        let start = Instant::now();
+        for text in &texts {
+            std::hint::black_box(wire::parse(text, strict).unwrap());
+        }
+        start.elapsed()
+    };
+    let (lenient, strict) = (timed(false), timed(true));
+    strict.saturating_sub(lenient) / calls as u32
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let calls = arg("--calls", 2000);
@@ -285,6 +301,7 @@ async fn main() {
 
     let size = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
     let guard_ns = guard_cost(100_000).as_nanos();
+    let decode_ns = decode_check_cost(100_000).as_nanos();
     println!("| measure | direct WebSocket | through aicp-bridge | difference |");
     println!("|---|---|---|---|");
     println!(
@@ -319,6 +336,10 @@ async fn main() {
         "| loop guard per tools/call (in process, 100 000 calls): parse, check, envelope | | {:.2} µs | {:.1} % of the added p50 |",
         guard_ns as f64 / 1000.0,
         100.0 * (guard_ns as f64 / 1000.0) / (micros(b50) - micros(d50)).max(0.001)
+    );
+    println!(
+        "| of which: host message decoded as a hub would (in process, 100 000 calls) | | {:.2} µs | |",
+        decode_ns as f64 / 1000.0
     );
     if let Some(cpu) = cpu_per_call {
         println!(
