@@ -194,7 +194,8 @@ fn arg(name: &str, default: u64) -> u64 {
 /// it, add the envelope, hear its outcome. Limits are set so that every check
 /// runs and none refuses.
 fn guard_cost(calls: u64) -> Duration {
-    use aicp_bridge::{aixp, guard, wire};
+    use aicp_bridge::{aixp, guard};
+    use aicp_proto::wire;
     let limits = guard::Limits {
         repeat_limit: u32::MAX,
         calls_per_minute: u32::MAX,
@@ -229,7 +230,7 @@ fn guard_cost(calls: u64) -> Duration {
 /// What checking that a host message decodes as a hub will decode it (depth,
 /// surrogates, number range) adds to reading its envelope: strict parse minus lenient.
 fn decode_check_cost(calls: u64) -> Duration {
-    use aicp_bridge::wire;
+    use aicp_proto::wire;
     let texts: Vec<String> = (0..calls).map(call).collect();
     let timed = |strict: bool| {
         let start = Instant::now();

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
 
-use crate::guard::{ENVELOPE_KEY, Envelope, Now, REFUSAL_KEY, Refusal};
-use crate::wire::{self, Id};
+use aicp_proto::aixp::{ENVELOPE_KEY, Envelope, REFUSAL_KEY};
+use aicp_proto::wire::{self, Id};
+
+use crate::guard::{Now, Refusal};
 
 /// What the guard reads from a `tools/call`.
 #[derive(Debug)]
@@ -122,7 +124,7 @@ pub fn screen_delivered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::{AIXP_VERSION, AixpStatus};
+    use aicp_proto::aixp::{AIXP_VERSION, AixpStatus};
 
     fn envelope(id: &str, hops: u32, expires_at: u64) -> Envelope {
         Envelope {

@@ -46,9 +46,14 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 
-    /// Run a local AICP hub (MCP over WebSocket at ws://ADDR/mcp) with an embedded store,
-    /// or issue a token for it (`aicp-bridge hub token --sub NAME`).
-    Hub(HubArgs),
+    /// Run a local AICP hub, or issue a token for it: runs `aicp-hub` (installed next to
+    /// this binary) with the same arguments, e.g. `aicp-bridge hub token --sub NAME`.
+    #[command(disable_help_flag = true)]
+    Hub {
+        /// Arguments for `aicp-hub` (`aicp-bridge hub --help` shows them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -240,104 +245,3 @@ pub struct ServeArgs {
     pub log_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct HubArgs {
-    #[command(subcommand)]
-    pub action: Option<HubAction>,
-
-    /// Address to listen on (HTTP and WebSocket on one port). Port 0 picks a free one;
-    /// the URL actually bound is printed as the only line on stdout.
-    #[arg(long, value_name = "ADDR", default_value = crate::hub::DEFAULT_LISTEN)]
-    pub listen: String,
-
-    #[command(flatten)]
-    pub common: HubCommonArgs,
-
-    /// No authentication: every connection is accepted. Allowed only on a loopback address.
-    #[arg(long)]
-    pub open: bool,
-
-    /// Calls per second each connection may sustain (0: unlimited).
-    #[arg(long, value_name = "N", default_value_t = crate::hub::limits::DEFAULT_RATE_PER_SEC)]
-    pub rate_limit: f64,
-
-    /// Calls a connection may make in a burst before the rate applies.
-    #[arg(long, value_name = "N", default_value_t = crate::hub::limits::DEFAULT_BURST)]
-    pub burst: u32,
-
-    /// Largest JSON-RPC message accepted, in bytes; larger ones get an error and the connection lives on.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::hub::DEFAULT_MAX_MESSAGE_BYTES)]
-    pub max_message_bytes: usize,
-
-    /// Most simultaneous WebSocket connections; more are refused with HTTP 503.
-    #[arg(long, value_name = "N", default_value_t = crate::hub::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
-
-    /// How long an unread message is kept, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = crate::hub::DEFAULT_MESSAGE_TTL.as_secs())]
-    pub message_ttl: u64,
-
-    /// Most hops a message may travel between agents (AIXP); further delivery is refused.
-    #[arg(long, value_name = "N", default_value_t = crate::hub::aixp::DEFAULT_MAX_HOPS)]
-    pub max_hops: u32,
-
-    /// Largest shared-context value, in bytes of JSON.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::hub::store::StoreLimits::default().max_value_bytes)]
-    pub max_value_bytes: usize,
-
-    /// Most shared-context keys.
-    #[arg(long, value_name = "N", default_value_t = crate::hub::store::StoreLimits::default().max_keys)]
-    pub max_keys: usize,
-
-    /// Most unread messages one agent may hold.
-    #[arg(long, value_name = "N", default_value_t = crate::hub::store::StoreLimits::default().max_inbox)]
-    pub max_inbox: usize,
-
-    /// Largest store file, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::hub::store::StoreLimits::default().max_db_bytes)]
-    pub max_store_bytes: u64,
-
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
-    #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
-    pub log_level: String,
-}
-
-/// Options the hub and its `token` subcommand share: where the secret lives.
-#[derive(Debug, Args)]
-pub struct HubCommonArgs {
-    /// Where the store and the generated JWT secret live (default: the platform data dir, e.g.
-    /// ~/.local/share/aicp-bridge/hub).
-    #[arg(long, value_name = "DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
-
-    /// Sign and check tokens with the secret in this file (at least 32 bytes) instead of the data dir's.
-    #[arg(long, value_name = "PATH", global = true)]
-    pub jwt_secret_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum HubAction {
-    /// Print a token for the hub (signed with its secret) to stdout, and nothing else.
-    Token(TokenArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct TokenArgs {
-    /// The agent's identity (the token's subject).
-    #[arg(long, value_name = "NAME")]
-    pub sub: String,
-
-    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s.
-    #[arg(long, value_name = "DURATION", default_value = "30d")]
-    pub ttl: String,
-
-    /// What the token allows, comma-separated: share, read, message.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "share,read,message"
-    )]
-    pub scopes: Vec<String>,
-}

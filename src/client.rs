@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::HubConfig;
 use crate::hub_connection::{self, HubError, Ws};
-use crate::wire::{self, Id, Kind};
+use aicp_proto::wire::{self, Id, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -14,36 +14,9 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use aicp_proto::aixp::{AIXP_VERSION, AixpStatus, Envelope};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-
-/// The `_meta` key of the AIXP envelope, in `tools/call` params and in
-/// messages a hub delivers.
-pub const ENVELOPE_KEY: &str = "aicp/aixp";
-
-/// The `_meta` key of a refusal's structured detail in its tool result.
-pub const REFUSAL_KEY: &str = "aicp/guard";
-
-pub const AIXP_VERSION: &str = "aixp/1";
-
-/// AIXP status codes (docs/limits.md has the table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct AixpStatus(pub u16);
-
-impl AixpStatus {
-    /// Connected and working.
-    pub const OK: AixpStatus = AixpStatus(5001);
-    /// A call relayed and answered.
-    pub const DELIVERED: AixpStatus = AixpStatus(5002);
-    pub const HUB_DISCONNECTED: AixpStatus = AixpStatus(5003);
-    pub const IDENTIFICATION: AixpStatus = AixpStatus(5004);
-    /// Timeout, rate or loop limit.
-    pub const COMMUNICATION: AixpStatus = AixpStatus(5005);
-    pub const DATA_FORMAT: AixpStatus = AixpStatus(5006);
-    pub const ACCESS: AixpStatus = AixpStatus(5007);
-    pub const CONNECTION_LIMIT: AixpStatus = AixpStatus(5008);
-    pub const UNEXPECTED_DISCONNECT: AixpStatus = AixpStatus(5009);
-}
 
 /// Every limit, with its default. Field names are the keys of `[limits]` in
 /// the config file and of `--limit KEY=VALUE`.
@@ -176,19 +149,6 @@ impl Now {
             wall_ms,
         }
     }
-}
-
-/// The AIXP envelope carried in `_meta["aicp/aixp"]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Envelope {
-    #[serde(default)]
-    pub version: String,
-    pub id: String,
-    pub hops: u32,
-    pub origin: String,
-    /// Unix milliseconds after which the message must not be delivered or acted on.
-    pub expires_at: u64,
 }
 
 /// What the guard needs to know about one call.

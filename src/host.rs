@@ -11,7 +11,7 @@ use std::io;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use crate::wire::{self, Id};
+use aicp_proto::wire::{self, Id};
 
 /// How much of an oversized line is kept to look for its id.
 const KEPT_PREFIX: usize = 64 * 1024;

@@ -30,13 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{HubConfig, INITIAL_BACKOFF, redact_url};
-use crate::wire::{self, Id, Kind};
+use aicp_proto::meta::SUBPROTOCOL;
+use aicp_proto::wire::{self, Id, Kind};
 
 /// The WebSocket to a hub, plain or TLS.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The subprotocol offered on the upgrade. Not required: most hubs negotiate none.
-pub const SUBPROTOCOL: &str = "mcp";
 
 /// How long a clean close waits for the hub's close reply.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);

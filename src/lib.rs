@@ -12,7 +12,6 @@
 //! - [`credentials`]: where the hub token comes from (environment or a token file for now).
 //! - [`logging`]: tracing to stderr or a file, with every known secret redacted.
 //! - [`host`]: the stdio side: newline-delimited reading with a size limit, one stdout writer.
-//! - [`wire`]: the JSON-RPC envelope: classify a line without parsing its payload.
 //! - [`serve`]: the `serve` command: config, logging, signals, then the relay on stdio.
 //! - [`guard`]: the loop guard after AIXP: hops, time-to-live, repeats, rates, breaker. Pure.
 //! - [`aixp`]: the guard on the wire: envelopes into calls, refusals as tool results.
@@ -22,11 +21,13 @@
 //! - [`hub_connection`]: the one task that owns the WebSocket: connect, keepalive, reconnect, re-initialize.
 //! - [`commands`]: login, logout, status, share, tools, call, install: the everyday command line.
 //! - [`client`]: a one-shot hub client for the command line (status, login, share, tools, call).
-//! - [`shutdown`]: SIGTERM and SIGINT into a cancelled token, for `serve` and `hub`.
+//! - [`shutdown`]: SIGTERM and SIGINT into a cancelled token, for `serve`.
 //! - [`state`]: the small file each running `serve` keeps for `status`.
 //! - [`tls`]: certificate verification for `wss://`.
 //! - [`validate`]: `--strict` checks of hub results against the MCP schema (rmcp's types).
-//! - [`hub`]: the `hub` command: a local AICP hub (MCP over WebSocket) with an embedded store, auth and metrics.
+//!
+//! The wire vocabulary shared with the hub (JSON-RPC and AIXP envelopes, status
+//! codes, `_meta` keys, redaction) is the `aicp-proto` crate; the hub is `aicp-hub`.
 
 pub mod aixp;
 pub mod cli;
@@ -37,7 +38,6 @@ pub mod config_file;
 pub mod credentials;
 pub mod guard;
 pub mod host;
-pub mod hub;
 pub mod hub_connection;
 pub mod logging;
 pub mod normalize;
@@ -49,4 +49,3 @@ pub mod shutdown;
 pub mod state;
 pub mod tls;
 pub mod validate;
-pub mod wire;

@@ -7,17 +7,17 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use aicp_bridge::cli::{Cli, Command};
-use aicp_bridge::commands::{self, call, install, login, share, status};
+use aicp_bridge::commands::{self, call, hub, install, login, share, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The servers (serve, hub) keep Rust's ignored SIGPIPE: a peer leaving is an error to handle, not a reason to die.
-    if !matches!(cli.command, Command::Serve(_) | Command::Hub(_)) {
+    // serve (and hub, which becomes aicp-hub) keep Rust's ignored SIGPIPE: a peer leaving is an error to handle, not a reason to die.
+    if !matches!(cli.command, Command::Serve(_) | Command::Hub { .. }) {
         restore_sigpipe();
     }
     let result = match cli.command {
         Command::Serve(args) => aicp_bridge::serve::serve_main(args).map(|()| ExitCode::SUCCESS),
-        Command::Hub(args) => aicp_bridge::hub::hub_main(args).map(|()| ExitCode::SUCCESS),
+        Command::Hub { args } => hub::run(args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
         Command::Status(args) => status::status(args),

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::wire::Method;
+use aicp_proto::wire::Method;
 
 /// A rule that changed a message, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

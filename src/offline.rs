@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::hub_connection::HubError;
-use crate::wire::{self, Id, Method};
+use aicp_proto::wire::{self, Id, Method};
 
 /// The JSON-RPC error code for "the hub cannot be reached"; in the range
 /// JSON-RPC leaves to implementations.

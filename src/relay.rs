@@ -40,7 +40,9 @@ use crate::normalize;
 use crate::offline::{self, HUB_UNAVAILABLE};
 use crate::state::Live;
 use crate::validate;
-use crate::wire::{self, Id, Kind, Method};
+use aicp_proto::aixp::AixpStatus;
+use aicp_proto::meta::{AGENT_META_KEY, AUTH_META_KEY};
+use aicp_proto::wire::{self, Id, Kind, Method};
 
 /// After the host closes stdin, answers already on their way are still
 /// delivered for this long; then the bridge closes the hub connection and exits.
@@ -780,7 +782,7 @@ impl Session {
             self.finish(&id, Outcome::Abandoned);
             let ttl = self.guard.limits().call_ttl.as_secs_f64();
             let refusal = guard::Refusal {
-                aixp_status: guard::AixpStatus::COMMUNICATION,
+                aixp_status: AixpStatus::COMMUNICATION,
                 limit: "call_ttl",
                 limit_value: ttl,
                 current: ttl,
@@ -826,12 +828,6 @@ impl Session {
     }
 }
 
-/// The `_meta` key under which `initialize` params declare the user's agent to an AICP hub.
-pub const AGENT_META_KEY: &str = "aicp/agent";
-
-/// The `_meta` key under which `initialize` params carry the bearer token, for
-/// hubs that authenticate at initialize rather than on the upgrade.
-pub const AUTH_META_KEY: &str = "aicp/auth";
 
 fn init_meta(cfg: &ServeConfig) -> Vec<(&'static str, serde_json::Value)> {
     let mut meta = Vec::new();

@@ -5,7 +5,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::wire::Method;
+use aicp_proto::wire::Method;
 
 /// `Err` describes why `result` is not a valid result for `method`.
 pub fn check(method: Method, result: &str) -> Result<(), String> {

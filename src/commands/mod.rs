@@ -14,6 +14,7 @@ use crate::client::{ClientError, HubClient};
 use crate::config::{Resolved, Tuning};
 
 pub mod call;
+pub mod hub;
 pub mod install;
 pub mod login;
 pub mod share;

@@ -1,11 +1,11 @@
-//! Local hub benchmark: the built `aicp-bridge hub` (release) in its own
+//! Hub benchmark: the built `aicp-hub` (release) in its own
 //! process, driven by 16 WebSocket connections from this one. Measures
 //! calls/s and latency percentiles for `ping` (the protocol floor), a cheap
 //! tool (`whoami`) and `list_agents` (16 entries), then store write
 //! throughput through the hub (`share_context`, each a SQLite transaction)
 //! and directly on the store. Not a timed test: it measures and prints.
 //!
-//! Run: `cargo bench --bench hub` (options after `--`: --calls N per
+//! Run: `cargo bench -p aicp-hub --bench hub` (options after `--`: --calls N per
 //! connection, default 4000; --connections N, default 16; --window N
 //! requests in flight per connection, default 1). docs/performance.md records one run.
 
@@ -21,9 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use aicp_bridge::hub::store::{SqliteStore, Store, StoreLimits};
+use aicp_hub::store::{SqliteStore, Store, StoreLimits};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aicp-bridge");
+const BIN: &str = env!("CARGO_BIN_EXE_aicp-hub");
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Builds request number `i` for connection `c` (the id is filled in by `load`).
@@ -148,7 +148,6 @@ async fn main() {
     // The bucket stays on (so its cost is measured) but set high enough not to trip.
     let mut hub = tokio::process::Command::new(BIN)
         .args([
-            "hub",
             "--listen",
             "127.0.0.1:0",
             "--log-level",
@@ -172,7 +171,7 @@ async fn main() {
         .expect("hub URL");
     let token = String::from_utf8(
         std::process::Command::new(BIN)
-            .args(["hub", "token", "--sub", "bench", "--data-dir"])
+            .args(["token", "--sub", "bench", "--data-dir"])
             .arg(&data)
             .output()
             .unwrap()

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use aicp_proto::meta::SUBPROTOCOL;
+
 use super::auth::{self, Principal};
 use super::{Auth, HARD_FRAME_LIMIT_FACTOR, Shared, session};
 
@@ -25,8 +27,6 @@ use super::{Auth, HARD_FRAME_LIMIT_FACTOR, Shared, session};
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// A client must send its request head within this time (slowloris guard).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// The subprotocol the bridge offers; echoed when asked for.
-const SUBPROTOCOL: &str = "mcp";
 
 /// Accepts until `shutdown`, then waits for every connection to drain.
 pub async fn run(

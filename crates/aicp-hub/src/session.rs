@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::guard::AixpStatus;
+use aicp_proto::aixp::AixpStatus;
 // Where the bridge declares its user's capabilities in `initialize` params `_meta`.
 use super::auth::Principal;
 use super::limits::TokenBucket;
@@ -29,7 +29,7 @@ use super::presence::Agent;
 use super::rpc::{self, RpcError};
 use super::store::AgentRecord;
 use super::{Caller, DRAIN_TIMEOUT, Shared, now_ms, prompts, resources, tools};
-use crate::relay::AGENT_META_KEY;
+use aicp_proto::meta::AGENT_META_KEY;
 
 /// Protocol versions the hub speaks, newest first. A client asking for
 /// another gets the newest, and decides (MCP version negotiation).

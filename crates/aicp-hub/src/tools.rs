@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::aixp::{self, Incoming, Refused};
+use aicp_proto::aixp::{self, Incoming, Refused};
 use super::auth::Scope;
 use super::presence::{SHARED_STATE_URI, context_uri};
 use super::routing::{self, Candidate};
@@ -278,7 +278,7 @@ impl NotDelivered {
         match self {
             NotDelivered::Refused(r @ Refused::HopLimit { .. }) => tool_error(
                 r.to_string(),
-                json!({"aixpStatus": crate::guard::AixpStatus::COMMUNICATION}),
+                json!({"aixpStatus": aicp_proto::aixp::AixpStatus::COMMUNICATION}),
             ),
             NotDelivered::Refused(r) => tool_error(r.to_string(), json!({})),
             NotDelivered::Store(e) => store_error(&e),

@@ -1,15 +1,53 @@
-//! The AIXP envelope a delivered message carries, so loop limits see hops
-//! across agents. The envelope, its `_meta` key (`aicp/aixp`) and the status
-//! codes are the bridge's loop guard's ([`crate::guard`]): one wire format for
-//! both ends. What is the hub's own is the next hop. Pure: time is passed in.
+//! AIXP on the wire, for both ends: the envelope every relayed call and
+//! delivered message carries (`_meta["aicp/aixp"]`: id, hop count, origin,
+//! expiry), the status codes that classify failures, and the one rule for the
+//! next hop. The bridge's loop guard decides with it; the hub stamps stored
+//! messages with it. Pure: time is passed in.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::guard::Envelope;
-use crate::guard::{AIXP_VERSION, ENVELOPE_KEY};
+/// The `_meta` key of the AIXP envelope, in `tools/call` params and in
+/// messages a hub delivers.
+pub const ENVELOPE_KEY: &str = "aicp/aixp";
 
-/// Default hub-side cap on hops: a message that would travel further is refused.
-pub const DEFAULT_MAX_HOPS: u32 = 16;
+/// The `_meta` key of a refusal's structured detail in its tool result.
+pub const REFUSAL_KEY: &str = "aicp/guard";
+
+pub const AIXP_VERSION: &str = "aixp/1";
+
+/// AIXP status codes (docs/limits.md has the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AixpStatus(pub u16);
+
+impl AixpStatus {
+    /// Connected and working.
+    pub const OK: AixpStatus = AixpStatus(5001);
+    /// A call relayed and answered.
+    pub const DELIVERED: AixpStatus = AixpStatus(5002);
+    pub const HUB_DISCONNECTED: AixpStatus = AixpStatus(5003);
+    pub const IDENTIFICATION: AixpStatus = AixpStatus(5004);
+    /// Timeout, rate or loop limit.
+    pub const COMMUNICATION: AixpStatus = AixpStatus(5005);
+    pub const DATA_FORMAT: AixpStatus = AixpStatus(5006);
+    pub const ACCESS: AixpStatus = AixpStatus(5007);
+    pub const CONNECTION_LIMIT: AixpStatus = AixpStatus(5008);
+    pub const UNEXPECTED_DISCONNECT: AixpStatus = AixpStatus(5009);
+}
+
+/// The AIXP envelope carried in `_meta["aicp/aixp"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    #[serde(default)]
+    pub version: String,
+    pub id: String,
+    pub hops: u32,
+    pub origin: String,
+    /// Unix milliseconds after which the message must not be delivered or acted on.
+    pub expires_at: u64,
+}
+
 
 /// What the caller's own envelope said, all fields optional (a host calling
 /// the hub directly sends none).

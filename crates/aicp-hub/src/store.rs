@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::aixp::Envelope;
+use aicp_proto::aixp::Envelope;
 
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "hub.sqlite3";
@@ -252,7 +252,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         reply_to: r.get(5)?,
         created_at: r.get::<_, i64>(6)? as u64,
         aixp: Envelope {
-            version: crate::guard::AIXP_VERSION.into(),
+            version: aicp_proto::aixp::AIXP_VERSION.into(),
             id: id.clone(),
             hops: r.get(7)?,
             origin: r.get(8)?,

@@ -1,4 +1,4 @@
-//! The local hub: `aicp-bridge hub`. An AICP hub people can run on one
+//! aicp-hub: the AICP hub people can run (`aicp-hub`, or `aicp-bridge hub`). An AICP hub for one
 //! machine or for a small team: MCP over WebSocket (the original hub's tools,
 //! resources and prompts, spec-correct), presence and durable agent-to-agent
 //! messages, a SQLite store, JWT auth checked on the upgrade, per-connection
@@ -11,15 +11,18 @@
 //! - [`limits`]: the per-connection token bucket.
 //! - [`tools`], [`resources`], [`prompts`]: the MCP surface.
 //! - [`routing`]: intent, capability matching, task splitting (pure).
-//! - [`aixp`]: the hop/origin/expiry envelope delivered messages carry (pure).
 //! - [`presence`]: who is connected, inbox wake-ups, resource-change broadcast.
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`rpc`]: JSON-RPC responses and error codes.
+//! - [`logging`]: stderr logs with tokens redacted.
+//!
+//! The AIXP envelope and the JSON-RPC envelope are the shared vocabulary in
+//! `aicp-proto`; the command line is the binary's (`src/main.rs`).
 
-pub mod aixp;
 pub mod auth;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod presence;
 pub mod prompts;
@@ -36,11 +39,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{HubArgs, HubCommonArgs, TokenArgs};
+use aicp_proto::aixp::AixpStatus;
 use auth::{Scope, Scopes, Secret};
 use store::{SqliteStore, Store, StoreLimits};
 
@@ -52,6 +55,8 @@ pub const HARD_FRAME_LIMIT_FACTOR: usize = 8;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Unread messages expire after a week.
 pub const DEFAULT_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default cap on hops: a message that would travel further is refused.
+pub const DEFAULT_MAX_HOPS: u32 = 16;
 /// How long shutdown waits for in-flight calls before closing connections anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired messages are purged from the store.
@@ -72,52 +77,11 @@ pub struct Settings {
     pub store: StoreLimits,
 }
 
-impl Settings {
-    pub fn from_args(args: &HubArgs) -> anyhow::Result<Settings> {
-        let listen: SocketAddr = args.listen.parse().with_context(|| {
-            format!(
-                "--listen {:?}: expected IP:PORT, e.g. 127.0.0.1:8765",
-                args.listen
-            )
-        })?;
-        if args.open && !listen.ip().is_loopback() {
-            bail!(
-                "--open (no authentication) is allowed only on a loopback address, not {listen}; issue tokens with `aicp-bridge hub token --sub NAME` instead"
-            );
-        }
-        if args.max_message_bytes < 1024 {
-            bail!(
-                "--max-message-bytes {} is too small (at least 1024)",
-                args.max_message_bytes
-            );
-        }
-        Ok(Settings {
-            listen,
-            data_dir: data_dir(&args.common)?,
-            open: args.open,
-            rate_per_sec: args.rate_limit,
-            burst: args.burst,
-            max_message_bytes: args.max_message_bytes,
-            max_connections: args.max_connections.max(1),
-            message_ttl_ms: args.message_ttl.saturating_mul(1000).max(1000),
-            max_hops: args.max_hops,
-            store: StoreLimits {
-                max_value_bytes: args.max_value_bytes,
-                max_keys: args.max_keys,
-                max_inbox: args.max_inbox,
-                max_db_bytes: args.max_store_bytes,
-            },
-        })
-    }
-}
-
-fn data_dir(common: &HubCommonArgs) -> anyhow::Result<PathBuf> {
-    match &common.data_dir {
-        Some(d) => Ok(d.clone()),
-        None => directories::ProjectDirs::from("", "", "aicp-bridge")
-            .map(|d| d.data_dir().join("hub"))
-            .context("no platform data directory (set HOME or pass --data-dir)"),
-    }
+/// The platform data directory for the hub: the store and the generated secret.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    directories::ProjectDirs::from("", "", "aicp-bridge")
+        .map(|d| d.data_dir().join("hub"))
+        .context("no platform data directory (set HOME or pass --data-dir)")
 }
 
 /// What every session and tool shares.
@@ -151,7 +115,7 @@ impl Caller {
                 ),
             )
             .with_data(
-                serde_json::json!({"scope": scope.name(), "aixpStatus": crate::guard::AixpStatus::ACCESS}),
+                serde_json::json!({"scope": scope.name(), "aixpStatus": AixpStatus::ACCESS}),
             ))
         }
     }
@@ -170,8 +134,12 @@ pub enum Auth {
     Jwt(Secret),
 }
 
-fn load_secret(common: &HubCommonArgs, data_dir: &std::path::Path) -> anyhow::Result<Secret> {
-    Ok(match &common.jwt_secret_file {
+/// The JWT secret: from `jwt_secret_file` if given, else generated once in `data_dir`.
+pub fn load_secret(
+    jwt_secret_file: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Secret> {
+    Ok(match jwt_secret_file {
         Some(f) => Secret::read_file(f)?,
         None => {
             store::create_private_dir(data_dir)
@@ -181,23 +149,16 @@ fn load_secret(common: &HubCommonArgs, data_dir: &std::path::Path) -> anyhow::Re
     })
 }
 
-/// `aicp-bridge hub …`.
-pub fn hub_main(args: HubArgs) -> anyhow::Result<()> {
-    if let Some(crate::cli::HubAction::Token(t)) = &args.action {
-        return token_main(&args.common, t);
-    }
-    let settings = Settings::from_args(&args)?;
-    crate::logging::init(&args.log_level, None, Vec::new())?;
-    let auth = if settings.open {
+/// Runs the hub until `shutdown` is cancelled: opens the store, listens,
+/// prints the bound URL as the only stdout line, serves, drains, closes the store.
+pub fn run(settings: Settings, auth: Auth, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Auth::Open = auth {
         warn!(
             "--open: NO AUTHENTICATION. Anyone who can reach {} can read and write this hub. Loopback only.",
             settings.listen
         );
-        eprintln!("aicp-bridge hub: WARNING: --open, no authentication (loopback only)");
-        Auth::Open
-    } else {
-        Auth::Jwt(load_secret(&args.common, &settings.data_dir)?)
-    };
+        eprintln!("aicp-hub: WARNING: --open, no authentication (loopback only)");
+    }
     let store = SqliteStore::open(&settings.data_dir, settings.store)?;
     info!(data_dir = %settings.data_dir.display(), "store open");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -208,8 +169,7 @@ pub fn hub_main(args: HubArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone(), "draining in-flight calls"));
+        tokio::spawn(shutdown_on_signal(shutdown.clone()));
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             presence: presence::Presence::default(),
@@ -220,15 +180,39 @@ pub fn hub_main(args: HubArgs) -> anyhow::Result<()> {
         tokio::spawn(purge_loop(shared.clone()));
         // The one line on stdout: scripts and tests read the bound URL from it.
         println!("ws://{addr}/mcp");
-        info!(%addr, auth = if matches!(auth, Auth::Open) { "open" } else { "jwt" }, "aicp-bridge hub {} listening on ws://{addr}/mcp", env!("CARGO_PKG_VERSION"));
+        info!(%addr, auth = if matches!(auth, Auth::Open) { "open" } else { "jwt" }, "aicp-hub {} listening on ws://{addr}/mcp", env!("CARGO_PKG_VERSION"));
         server::run(listener, shared.clone(), Arc::new(auth), shutdown).await;
         let store = shared.store.clone();
         tokio::task::spawn_blocking(move || store.close()).await?.context("closing the store")?;
         anyhow::Ok(())
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
-    info!("aicp-bridge hub stopped");
+    info!("aicp-hub stopped");
     result
+}
+
+/// Waits for the first SIGTERM or SIGINT (Ctrl-C elsewhere) and cancels: the hub drains.
+async fn shutdown_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: draining in-flight calls"),
+            _ = int.recv() => info!("SIGINT: draining in-flight calls"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("Ctrl-C: draining in-flight calls");
+    }
+    shutdown.cancel();
 }
 
 async fn purge_loop(shared: Arc<Shared>) {
@@ -244,20 +228,4 @@ async fn purge_loop(shared: Arc<Shared>) {
             Err(e) => warn!(error = %e, "purging expired messages failed"),
         }
     }
-}
-
-/// `aicp-bridge hub token`: the token alone on stdout.
-fn token_main(common: &HubCommonArgs, t: &TokenArgs) -> anyhow::Result<()> {
-    let sub = t.sub.trim();
-    if sub.is_empty() || sub.contains('/') || sub.chars().any(char::is_whitespace) {
-        bail!(
-            "--sub {:?}: an identity must be non-empty, without spaces or '/'",
-            t.sub
-        );
-    }
-    let ttl = auth::parse_ttl(&t.ttl).map_err(anyhow::Error::msg)?;
-    let scopes = Scopes::from_list(t.scopes.iter().map(String::as_str))?;
-    let secret = load_secret(common, &data_dir(common)?)?;
-    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000));
-    Ok(())
 }

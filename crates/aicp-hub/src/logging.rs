@@ -1,0 +1,40 @@
+//! The hub's logs: tracing to stderr (stdout carries only the bound URL),
+//! every line passed through `aicp_proto::redact`, so a client's token (a JWT)
+//! never reaches a log, and the WebSocket library held below trace, where it
+//! would dump every frame.
+
+use std::io::{self, Write};
+
+use aicp_proto::redact::{PAYLOAD_LOGGERS, redact};
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(filter: &str) -> anyhow::Result<()> {
+    let mut filter =
+        EnvFilter::try_new(filter).with_context(|| format!("bad log filter {filter:?}"))?;
+    for target in PAYLOAD_LOGGERS {
+        filter = filter.add_directive(format!("{target}=debug").parse()?);
+    }
+    let ansi = io::IsTerminal::is_terminal(&io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(|| RedactedStderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("logging already set up: {e}"))
+}
+
+/// One formatted event per write (tracing-subscriber buffers each), so a token
+/// never straddles two writes.
+struct RedactedStderr;
+
+impl Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::stderr().lock().write_all(&redact(buf, &[]))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}

@@ -1,0 +1,216 @@
+//! The `aicp-hub` binary: parse the command line into the hub's settings, set
+//! up logging, run the hub (or print a token), and turn the outcome into an
+//! exit code. The hub itself is the library (`src/lib.rs` lists its files).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use aicp_hub::auth::{self, Scopes};
+use aicp_hub::store::StoreLimits;
+use aicp_hub::{Auth, Settings, load_secret, now_ms};
+
+/// An AICP hub: MCP over WebSocket with presence, durable messages, routing,
+/// shared context, JWT auth, limits and metrics on an embedded SQLite store.
+#[derive(Debug, Parser)]
+#[command(name = "aicp-hub", version)]
+struct Cli {
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct HubArgs {
+    #[command(subcommand)]
+    action: Option<HubAction>,
+
+    /// Address to listen on (HTTP and WebSocket on one port). Port 0 picks a free one;
+    /// the URL actually bound is printed as the only line on stdout.
+    #[arg(long, value_name = "ADDR", default_value = aicp_hub::DEFAULT_LISTEN)]
+    listen: String,
+
+    #[command(flatten)]
+    common: HubCommonArgs,
+
+    /// No authentication: every connection is accepted. Allowed only on a loopback address.
+    #[arg(long)]
+    open: bool,
+
+    /// Calls per second each connection may sustain (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::limits::DEFAULT_RATE_PER_SEC)]
+    rate_limit: f64,
+
+    /// Calls a connection may make in a burst before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::limits::DEFAULT_BURST)]
+    burst: u32,
+
+    /// Largest JSON-RPC message accepted, in bytes; larger ones get an error and the connection lives on.
+    #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+
+    /// Most simultaneous WebSocket connections; more are refused with HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// How long an unread message is kept, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = aicp_hub::DEFAULT_MESSAGE_TTL.as_secs())]
+    message_ttl: u64,
+
+    /// Most hops a message may travel between agents (AIXP); further delivery is refused.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_MAX_HOPS)]
+    max_hops: u32,
+
+    /// Largest shared-context value, in bytes of JSON.
+    #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::store::StoreLimits::default().max_value_bytes)]
+    max_value_bytes: usize,
+
+    /// Most shared-context keys.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::store::StoreLimits::default().max_keys)]
+    max_keys: usize,
+
+    /// Most unread messages one agent may hold.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::store::StoreLimits::default().max_inbox)]
+    max_inbox: usize,
+
+    /// Largest store file, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::store::StoreLimits::default().max_db_bytes)]
+    max_store_bytes: u64,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
+    #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
+    log_level: String,
+}
+
+/// Options the hub and its `token` subcommand share: where the secret lives.
+#[derive(Debug, Args)]
+struct HubCommonArgs {
+    /// Where the store and the generated JWT secret live (default: the platform data dir, e.g.
+    /// ~/.local/share/aicp-bridge/hub).
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+
+    /// Sign and check tokens with the secret in this file (at least 32 bytes) instead of the data dir's.
+    #[arg(long, value_name = "PATH", global = true)]
+    jwt_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum HubAction {
+    /// Print a token for the hub (signed with its secret) to stdout, and nothing else.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The agent's identity (the token's subject).
+    #[arg(long, value_name = "NAME")]
+    sub: String,
+
+    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    ttl: String,
+
+    /// What the token allows, comma-separated: share, read, message.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "share,read,message"
+    )]
+    scopes: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match hub_main(cli.hub) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Printed once, with its cause chain, at the edge.
+            eprintln!("aicp-hub: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hub_main(args: HubArgs) -> anyhow::Result<()> {
+    if let Some(HubAction::Token(t)) = &args.action {
+        return token_main(&args.common, t);
+    }
+    let settings = settings(&args)?;
+    aicp_hub::logging::init(&args.log_level)?;
+    let auth = if settings.open {
+        Auth::Open
+    } else {
+        Auth::Jwt(load_secret(
+            args.common.jwt_secret_file.as_deref(),
+            &settings.data_dir,
+        )?)
+    };
+    aicp_hub::run(settings, auth, CancellationToken::new())
+}
+
+/// Validates the flags into the settings the hub reads.
+fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
+    let listen: SocketAddr = args.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?}: expected IP:PORT, e.g. 127.0.0.1:8765",
+            args.listen
+        )
+    })?;
+    if args.open && !listen.ip().is_loopback() {
+        bail!(
+            "--open (no authentication) is allowed only on a loopback address, not {listen}; issue tokens with `aicp-bridge hub token --sub NAME` instead"
+        );
+    }
+    if args.max_message_bytes < 1024 {
+        bail!(
+            "--max-message-bytes {} is too small (at least 1024)",
+            args.max_message_bytes
+        );
+    }
+    Ok(Settings {
+        listen,
+        data_dir: data_dir(&args.common)?,
+        open: args.open,
+        rate_per_sec: args.rate_limit,
+        burst: args.burst,
+        max_message_bytes: args.max_message_bytes,
+        max_connections: args.max_connections.max(1),
+        message_ttl_ms: args.message_ttl.saturating_mul(1000).max(1000),
+        max_hops: args.max_hops,
+        store: StoreLimits {
+            max_value_bytes: args.max_value_bytes,
+            max_keys: args.max_keys,
+            max_inbox: args.max_inbox,
+            max_db_bytes: args.max_store_bytes,
+        },
+    })
+}
+
+fn data_dir(common: &HubCommonArgs) -> anyhow::Result<PathBuf> {
+    match &common.data_dir {
+        Some(d) => Ok(d.clone()),
+        None => aicp_hub::default_data_dir(),
+    }
+}
+
+/// `aicp-hub token`: the token alone on stdout.
+fn token_main(common: &HubCommonArgs, t: &TokenArgs) -> anyhow::Result<()> {
+    let sub = t.sub.trim();
+    if sub.is_empty() || sub.contains('/') || sub.chars().any(char::is_whitespace) {
+        bail!(
+            "--sub {:?}: an identity must be non-empty, without spaces or '/'",
+            t.sub
+        );
+    }
+    let ttl = auth::parse_ttl(&t.ttl).map_err(anyhow::Error::msg)?;
+    let scopes = Scopes::from_list(t.scopes.iter().map(String::as_str))?;
+    let secret = load_secret(common.jwt_secret_file.as_deref(), &data_dir(common)?)?;
+    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000));
+    Ok(())
+}
