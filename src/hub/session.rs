@@ -148,25 +148,24 @@ pub async fn run<S>(
         broken: false,
     };
     let mut changes = shared.presence.subscribe_changes();
-    let mut pings = keepalive.map(|k| tokio::time::interval_at(tokio::time::Instant::now() + k, k));
+    let mut pings = keepalive.map(|k| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + k, k);
+        // After a long blocked write, one late tick, not a burst of them.
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     let mut last_heard = Instant::now();
     let end = loop {
         if s.broken {
             break End::Lost;
         }
         tokio::select! {
+            // In this order: answers are written before more frames are read (backpressure),
+            // and frames already waiting are read before silence is judged.
+            biased;
             _ = shutdown.cancelled() => break End::Shutdown,
             Some(done) = done_rx.recv() => {
                 if s.write_done(done, &mut done_rx).await.is_err() { break End::Lost; }
-            }
-            _ = tick(&mut pings) => {
-                let k = keepalive.unwrap_or_default();
-                if last_heard.elapsed() >= k * KEEPALIVE_MISSES {
-                    info!(connection, silent_for_ms = last_heard.elapsed().as_millis() as u64, keepalive_ms = k.as_millis() as u64,
-                        "no frame for {KEEPALIVE_MISSES} keepalive intervals: dropping the connection");
-                    break End::Lost;
-                }
-                s.send(Frame::Ping(Default::default())).await;
             }
             change = changes.recv() => {
                 let uris: Vec<String> = match change {
@@ -210,6 +209,15 @@ pub async fn run<S>(
                     // itself, and pongs answer the hub's own keepalive pings.
                     Some(Ok(_)) => {}
                 }
+            }
+            _ = tick(&mut pings) => {
+                let k = keepalive.unwrap_or_default();
+                if last_heard.elapsed() >= k * KEEPALIVE_MISSES {
+                    info!(connection, silent_for_ms = last_heard.elapsed().as_millis() as u64, keepalive_ms = k.as_millis() as u64,
+                        "no frame for {KEEPALIVE_MISSES} keepalive intervals: dropping the connection");
+                    break End::Lost;
+                }
+                s.send(Frame::Ping(Default::default())).await;
             }
         }
     };
