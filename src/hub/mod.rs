@@ -7,7 +7,7 @@
 //!
 //! - [`server`]: the listener: HTTP endpoints, auth and limits on the upgrade, one task per connection.
 //! - [`auth`]: JWT secret, tokens, scopes.
-//! - [`session`]: one MCP connection: framing, dispatch, pipelining, subscriptions, drain.
+//! - [`session`]: one MCP connection: framing, dispatch, pipelining, subscriptions, per-connection bounds, keepalive, drain.
 //! - [`limits`]: the per-connection token bucket.
 //! - [`tools`], [`resources`], [`prompts`]: the MCP surface.
 //! - [`routing`]: intent, capability matching, task splitting (pure).
