@@ -298,6 +298,11 @@ pub struct HubArgs {
     #[arg(long, value_name = "BYTES", default_value_t = crate::hub::store::StoreLimits::default().max_db_bytes)]
     pub max_store_bytes: u64,
 
+    /// Ping each connection this often, in seconds; one silent (no frame at all, pongs
+    /// included) for twice as long is dropped. 0: no pings.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::hub::DEFAULT_KEEPALIVE.as_secs_f64())]
+    pub keepalive: f64,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
     #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
     pub log_level: String,
