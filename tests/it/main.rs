@@ -7,6 +7,7 @@ mod faults;
 mod guard;
 mod hosts;
 mod hub_selftest;
+mod hub_session;
 mod lifecycle;
 mod local_hub;
 mod local_hub_sdk;

@@ -7,7 +7,7 @@
 //!
 //! - [`server`]: the listener: HTTP endpoints, auth and limits on the upgrade, one task per connection.
 //! - [`auth`]: JWT secret, tokens, scopes.
-//! - [`session`]: one MCP connection: framing, dispatch, pipelining, subscriptions, drain.
+//! - [`session`]: one MCP connection: framing, dispatch, pipelining, subscriptions, per-connection bounds, keepalive, drain.
 //! - [`limits`]: the per-connection token bucket.
 //! - [`tools`], [`resources`], [`prompts`]: the MCP surface.
 //! - [`routing`]: intent, capability matching, task splitting (pure).
@@ -52,6 +52,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Frames beyond this end the connection (tungstenite refuses to buffer them); see docs/hub.md.
 pub const HARD_FRAME_LIMIT_FACTOR: usize = 8;
+/// Largest answer the hub writes, as a multiple of `--max-message-bytes`; a
+/// larger one is replaced by an error telling the model to narrow the request,
+/// so answers held for a slow reader stay bounded.
+pub const ANSWER_LIMIT_FACTOR: usize = 4;
+/// How often the hub pings each connection; two intervals of silence drop it.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Unread messages expire after a week.
 pub const DEFAULT_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -75,6 +81,8 @@ pub struct Settings {
     pub message_ttl_ms: u64,
     pub max_hops: u32,
     pub store: StoreLimits,
+    /// Ping interval; None (`--keepalive 0`) sends no pings and drops nobody for silence.
+    pub keepalive: Option<Duration>,
 }
 
 /// The platform data directory for the hub: the store and the generated secret.

@@ -81,6 +81,11 @@ struct HubArgs {
     #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::store::StoreLimits::default().max_db_bytes)]
     max_store_bytes: u64,
 
+    /// Ping each connection this often, in seconds; one silent (no frame at all, pongs
+    /// included) for twice as long is dropped. 0: no pings.
+    #[arg(long, value_name = "SECONDS", default_value_t = aicp_hub::DEFAULT_KEEPALIVE.as_secs_f64())]
+    keepalive: f64,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
     #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
     log_level: String,
@@ -173,6 +178,12 @@ fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
             args.max_message_bytes
         );
     }
+    if !(args.keepalive.is_finite() && args.keepalive >= 0.0) {
+        bail!(
+            "--keepalive {}: expected seconds, 0 or more (0 turns pings off)",
+            args.keepalive
+        );
+    }
     Ok(Settings {
         listen,
         data_dir: data_dir(&args.common)?,
@@ -189,6 +200,7 @@ fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
             max_inbox: args.max_inbox,
             max_db_bytes: args.max_store_bytes,
         },
+        keepalive: (args.keepalive > 0.0).then(|| std::time::Duration::from_secs_f64(args.keepalive)),
     })
 }
 

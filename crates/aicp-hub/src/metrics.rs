@@ -44,6 +44,8 @@ pub struct Metrics {
     pub call_seconds: Histogram,
     pub messages_delivered: Counter,
     pub store_bytes: Gauge,
+    /// Frames over a connection's rate limit that got no answer (malformed input, notifications).
+    pub frames_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +71,7 @@ impl Metrics {
         let call_seconds = Histogram::new(exponential_buckets(25e-6, 2.0, 17));
         let messages_delivered = Counter::default();
         let store_bytes = Gauge::default();
+        let frames_dropped = Counter::default();
         registry.register(
             "connections",
             "Open MCP WebSocket connections",
@@ -104,6 +107,11 @@ impl Metrics {
             "Size of the store on disk",
             store_bytes.clone(),
         );
+        registry.register(
+            "frames_dropped",
+            "Frames over a connection's rate limit dropped without an answer",
+            frames_dropped.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -113,6 +121,7 @@ impl Metrics {
             call_seconds,
             messages_delivered,
             store_bytes,
+            frames_dropped,
         }
     }
 

@@ -14,6 +14,8 @@ use super::tools::{INBOX_PAGE, with_store};
 use super::{Caller, Shared, now_ms};
 
 const JSON: &str = "application/json";
+/// Longest URI accepted, in bytes: subscriptions keep theirs for the connection's life.
+pub const MAX_URI_BYTES: usize = 2048;
 
 pub fn list(caller: &Caller) -> Value {
     json!({"resources": [
@@ -41,6 +43,19 @@ pub enum Target {
 }
 
 pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, RpcError> {
+    if uri.len() > MAX_URI_BYTES {
+        // Not echoed back: the URI is the thing that is too large.
+        return Err(RpcError::new(
+            super::rpc::TOO_LARGE,
+            format!(
+                "the URI is {} bytes; this hub accepts URIs of at most {MAX_URI_BYTES}",
+                uri.len()
+            ),
+        )
+        .with_data(
+            json!({"maxBytes": MAX_URI_BYTES, "aixpStatus": aicp_proto::aixp::AixpStatus::DATA_FORMAT}),
+        ));
+    }
     let not_found = || {
         RpcError::new(RESOURCE_NOT_FOUND, format!("resource not found: {uri}"))
             .with_data(json!({"uri": uri}))

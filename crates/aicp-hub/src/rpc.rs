@@ -15,6 +15,9 @@ pub const RESOURCE_NOT_FOUND: i64 = -32002;
 pub const RATE_LIMITED: i64 = -32029;
 /// The hub's own: the message is larger than the hub accepts (data: maxBytes).
 pub const TOO_LARGE: i64 = -32013;
+/// The hub's own: a per-connection limit is reached (requests in flight,
+/// subscriptions); the message and `data.limit` say the number.
+pub const LIMIT_REACHED: i64 = -32014;
 /// The hub's own: the token lacks the scope this needs (data: scope).
 pub const FORBIDDEN: i64 = -32003;
 /// The hub's own: the hub is shutting down and takes no new requests.

@@ -266,9 +266,13 @@ async fn handle(
     let max = shared.settings.max_message_bytes;
     // Above the hub's message limit (answered with an error), below the hard
     // limit (the frame is not even buffered and the connection ends).
+    // Writes: tungstenite's buffer holds at most one answer (bounded by
+    // ANSWER_LIMIT_FACTOR) beyond its 128 KiB batch; the session flushes each.
     let config = WebSocketConfig::default()
         .max_message_size(Some(max.saturating_mul(HARD_FRAME_LIMIT_FACTOR)))
-        .max_frame_size(Some(max.saturating_mul(HARD_FRAME_LIMIT_FACTOR)));
+        .max_frame_size(Some(max.saturating_mul(HARD_FRAME_LIMIT_FACTOR)))
+        .write_buffer_size(128 * 1024)
+        .max_write_buffer_size((128 + 64) * 1024 + max.saturating_mul(super::ANSWER_LIMIT_FACTOR));
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     shared.metrics.connections.inc();
     shared.metrics.connections_total.inc();

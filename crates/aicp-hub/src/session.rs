@@ -4,16 +4,26 @@
 //! comes back through its channel. Bad input (unparseable, oversized, binary,
 //! not JSON-RPC) gets a JSON-RPC error carrying the request's id when one can
 //! be found, and the connection lives on. Notifications are never answered.
+//!
+//! Everything a client can grow here is bounded: every text or binary frame
+//! takes a token from the connection's bucket (a sustained flood ends the
+//! connection with 1008), requests in flight, subscriptions, id and answer
+//! sizes have named limits, and answers leave through a bounded queue written
+//! by this task alone: while an answer cannot be written, no new frame is
+//! read (backpressure instead of buffering). The hub pings every
+//! `--keepalive`; a peer silent for two intervals is dropped.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -24,11 +34,14 @@ use tracing::{debug, info, warn};
 use aicp_proto::aixp::AixpStatus;
 // Where the bridge declares its user's capabilities in `initialize` params `_meta`.
 use super::auth::Principal;
-use super::limits::TokenBucket;
+use super::limits::{RateLimited, TokenBucket};
 use super::presence::Agent;
 use super::rpc::{self, RpcError};
 use super::store::AgentRecord;
-use super::{Caller, DRAIN_TIMEOUT, Shared, now_ms, prompts, resources, tools};
+use super::{
+    ANSWER_LIMIT_FACTOR, Caller, DRAIN_TIMEOUT, HARD_FRAME_LIMIT_FACTOR, Shared, now_ms, prompts,
+    resources, tools,
+};
 use aicp_proto::meta::AGENT_META_KEY;
 
 /// Protocol versions the hub speaks, newest first. A client asking for
@@ -39,6 +52,29 @@ const MAX_CAPABILITIES: usize = 32;
 const MAX_CAPABILITY_LEN: usize = 64;
 /// Answers written before one flush: pipelined replies leave in few TCP segments.
 const WRITE_BATCH: usize = 64;
+/// Requests one connection may have running at once (`tools/call`, `resources/read`);
+/// each holds a task and, once done, its answer until written. More get an error.
+pub const MAX_INFLIGHT: usize = 64;
+/// URIs one connection may subscribe to; each is kept for the connection's life.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// Longest request id, in bytes of JSON: an id is kept while its request runs and echoed in the answer.
+pub const MAX_ID_BYTES: usize = 256;
+/// Finished answers waiting for this task to write them. When full, spawned
+/// requests wait to hand theirs over; the answers in memory stay bounded by
+/// `MAX_INFLIGHT`, and the socket is not read while a write is blocked.
+const OUTGOING_QUEUE: usize = 16;
+/// Frames over the rate limit, in a row, that end the connection (× burst):
+/// a client ignoring -32029 this long is flooding, not retrying.
+const FLOOD_FACTOR: u32 = 2;
+/// Pings unanswered (two intervals of silence) before a peer is considered gone.
+const KEEPALIVE_MISSES: u32 = 2;
+/// How long a close frame may take to leave; a peer that does not read loses it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, and how many bytes, the hub keeps reading after refusing a frame
+/// and sending its close: closing a socket with unread input resets it, and
+/// the reset can overtake the close frame the client should read.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// What a spawned request sends back to the session task.
 struct Done {
@@ -46,6 +82,18 @@ struct Done {
     key: String,
     /// The message to write; None when the request was cancelled (no answer is sent).
     text: Option<String>,
+}
+
+/// Why the session loop ended, and so how the connection is closed.
+enum End {
+    /// Hub shutdown: drain in-flight calls, then close with 1001.
+    Shutdown,
+    /// The client closed (or the socket ended): answer its close.
+    Peer,
+    /// Unusable: a write failed or the peer went silent; no close frame.
+    Lost,
+    /// The hub refuses what the client sent: close with this code and reason.
+    Refuse(CloseCode, String),
 }
 
 pub async fn run<S>(
@@ -79,6 +127,8 @@ pub async fn run<S>(
         connected_at: now_ms(),
     });
     info!(connection, identity = %caller.identity, "agent connected");
+    let keepalive = shared.settings.keepalive;
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(OUTGOING_QUEUE);
     let mut s = Session {
         ws,
         shared: shared.clone(),
@@ -87,20 +137,35 @@ pub async fn run<S>(
             shared.settings.burst,
             Instant::now(),
         ),
+        over_limit: 0,
+        limited: None,
         inflight: HashMap::new(),
         subscriptions: HashSet::new(),
         tracker: TaskTracker::new(),
-        done_tx: mpsc::unbounded_channel().0,
+        done_tx,
         anonymous,
+        write_timeout: keepalive.map(|k| k * KEEPALIVE_MISSES),
+        broken: false,
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    s.done_tx = done_tx;
     let mut changes = shared.presence.subscribe_changes();
-    let close_code = loop {
+    let mut pings = keepalive.map(|k| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + k, k);
+        // After a long blocked write, one late tick, not a burst of them.
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut last_heard = Instant::now();
+    let end = loop {
+        if s.broken {
+            break End::Lost;
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => break CloseCode::Away,
+            // In this order: answers are written before more frames are read (backpressure),
+            // and frames already waiting are read before silence is judged.
+            biased;
+            _ = shutdown.cancelled() => break End::Shutdown,
             Some(done) = done_rx.recv() => {
-                if s.write_done(done, &mut done_rx).await.is_err() { break CloseCode::Abnormal; }
+                if s.write_done(done, &mut done_rx).await.is_err() { break End::Lost; }
             }
             change = changes.recv() => {
                 let uris: Vec<String> = match change {
@@ -111,27 +176,54 @@ pub async fn run<S>(
                 };
                 for uri in uris {
                     let n = rpc::notification("notifications/resources/updated", json!({"uri": uri}));
-                    if s.ws.send(Frame::text(n)).await.is_err() { break; }
+                    if !s.send(Frame::text(n)).await { break; }
                 }
             }
-            frame = s.ws.next() => match frame {
-                None | Some(Ok(Frame::Close(_))) => break CloseCode::Normal,
-                Some(Err(e)) => { debug!(connection, error = %e, "connection ended"); break CloseCode::Abnormal; }
-                Some(Ok(Frame::Text(text))) => {
-                    if let Some(new_caller) = s.handle_text(text.as_str(), &caller).await {
-                        caller = new_caller;
+            frame = s.ws.next() => {
+                // Any frame at all, a pong included, shows the peer is alive.
+                last_heard = Instant::now();
+                match frame {
+                    None | Some(Ok(Frame::Close(_))) => break End::Peer,
+                    Some(Err(WsError::Capacity(e))) => {
+                        let hard = shared.settings.max_message_bytes.saturating_mul(HARD_FRAME_LIMIT_FACTOR);
+                        info!(connection, error = %e, hard, "frame over the hard limit: closing with 1009");
+                        break End::Refuse(CloseCode::Size, format!("frame over the hard limit of {hard} bytes"));
                     }
+                    Some(Err(WsError::Utf8(_))) => {
+                        info!(connection, "text frame is not UTF-8: closing with 1007");
+                        break End::Refuse(CloseCode::Invalid, "text frame is not valid UTF-8".into());
+                    }
+                    Some(Err(e)) => { debug!(connection, error = %e, "connection ended"); break End::Lost; }
+                    Some(Ok(Frame::Text(text))) => {
+                        if let Err(end) = s.admit() { break end; }
+                        if let Some(new_caller) = s.handle_text(text.as_str(), &caller).await {
+                            caller = new_caller;
+                        }
+                    }
+                    Some(Ok(Frame::Binary(_))) => {
+                        if let Err(end) = s.admit() { break end; }
+                        let e = RpcError::new(rpc::INVALID_REQUEST, "binary frames are not accepted: send JSON-RPC as WebSocket text frames");
+                        s.reject(&Value::Null, &e).await;
+                    }
+                    // Pings and pongs are not charged to the bucket: tungstenite answers pings
+                    // itself, and pongs answer the hub's own keepalive pings.
+                    Some(Ok(_)) => {}
                 }
-                Some(Ok(Frame::Binary(_))) => {
-                    let e = RpcError::new(rpc::INVALID_REQUEST, "binary frames are not accepted: send JSON-RPC as WebSocket text frames");
-                    s.reply(rpc::error(&Value::Null, &e)).await;
+            }
+            _ = tick(&mut pings) => {
+                let k = keepalive.unwrap_or_default();
+                if last_heard.elapsed() >= k * KEEPALIVE_MISSES {
+                    info!(connection, silent_for_ms = last_heard.elapsed().as_millis() as u64, keepalive_ms = k.as_millis() as u64,
+                        "no frame for {KEEPALIVE_MISSES} keepalive intervals: dropping the connection");
+                    break End::Lost;
                 }
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                s.send(Frame::Ping(Default::default())).await;
             }
         }
     };
     s.tracker.close();
-    if close_code != CloseCode::Away {
+    let shutting_down = matches!(end, End::Shutdown);
+    if !shutting_down {
         // The client left: nobody is waiting for the answers, so in-flight calls
         // (a 30 s long-poll, say) stop now instead of holding the slot.
         for token in s.inflight.values() {
@@ -141,7 +233,7 @@ pub async fn run<S>(
     // Shutdown drains: no new requests; in-flight ones finish (bounded) and their answers are written.
     let drain = tokio::time::sleep(DRAIN_TIMEOUT);
     tokio::pin!(drain);
-    if close_code == CloseCode::Away {
+    if shutting_down {
         loop {
             tokio::select! {
                 Some(done) = done_rx.recv() => { if s.write_done(done, &mut done_rx).await.is_err() { break; } }
@@ -155,14 +247,23 @@ pub async fn run<S>(
             }
         }
     }
-    if close_code != CloseCode::Abnormal {
-        // After the client's Close this sends the reply tungstenite queued; on shutdown, ours (1001).
-        let _ =
-            s.ws.close(Some(CloseFrame {
-                code: close_code,
-                reason: "".into(),
-            }))
-            .await;
+    let close = match end {
+        End::Shutdown => Some((CloseCode::Away, String::new())),
+        // After the client's Close this sends the reply tungstenite queued.
+        End::Peer => Some((CloseCode::Normal, String::new())),
+        End::Lost => None,
+        End::Refuse(code, reason) => Some((code, reason)),
+    };
+    if let Some((code, reason)) = close {
+        let refused = !matches!(code, CloseCode::Away | CloseCode::Normal);
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.ws.close(Some(frame))).await;
+        if refused {
+            s.linger().await;
+        }
     }
     for token in s.inflight.values() {
         token.cancel();
@@ -171,21 +272,62 @@ pub async fn run<S>(
     info!(connection, identity = %caller.identity, "agent disconnected");
 }
 
+/// The next keepalive tick, or never when keepalive is off.
+async fn tick(pings: &mut Option<tokio::time::Interval>) {
+    match pings {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A write that may not hang longer than `limit`: a peer that lets the hub's
+/// writes stall for two keepalive intervals is not reading, so it is gone.
+async fn bounded<F>(limit: Option<Duration>, write: F) -> Result<(), ()>
+where
+    F: Future<Output = Result<(), WsError>>,
+{
+    match limit {
+        Some(limit) => match tokio::time::timeout(limit, write).await {
+            Ok(r) => r.map_err(drop),
+            Err(_) => {
+                info!(
+                    limit_ms = limit.as_millis() as u64,
+                    "a write stalled: the peer is not reading"
+                );
+                Err(())
+            }
+        },
+        None => write.await.map_err(drop),
+    }
+}
+
 struct Session<S> {
     ws: WebSocketStream<S>,
     shared: Arc<Shared>,
     /// This connection's own rate limit (the original shared one bucket between all).
+    /// Every text and binary frame takes a token, well-formed or not.
     bucket: TokenBucket,
-    /// Spawned requests by id, so `notifications/cancelled` can stop them.
+    /// Frames refused by the bucket in a row; over `FLOOD_FACTOR` × burst ends the connection.
+    over_limit: u32,
+    /// Set while handling a frame the bucket refused: a request gets -32029,
+    /// anything else (malformed input, notifications) is dropped unanswered.
+    limited: Option<RateLimited>,
+    /// Spawned requests by id, so `notifications/cancelled` can stop them (at most `MAX_INFLIGHT`).
     inflight: HashMap<String, CancellationToken>,
-    /// URIs this session subscribed to; resource changes are filtered by them.
+    /// URIs this session subscribed to; resource changes are filtered by them (at most `MAX_SUBSCRIPTIONS`).
     subscriptions: HashSet<String>,
     /// Spawned requests, waited for on drain.
     tracker: TaskTracker,
-    /// Where spawned requests send their answers (this task writes them).
-    done_tx: mpsc::UnboundedSender<Done>,
+    /// Where spawned requests send their answers (this task writes them); bounded by `OUTGOING_QUEUE`.
+    done_tx: mpsc::Sender<Done>,
     /// `--open`: the identity comes from clientInfo at initialize.
     anonymous: bool,
+    /// Longest a write may stall (two keepalive intervals); None when keepalive is off.
+    write_timeout: Option<Duration>,
+    /// A write failed or stalled: the loop ends without a close frame.
+    broken: bool,
 }
 
 fn id_key(id: &Value) -> String {
@@ -196,31 +338,103 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Writes and flushes one frame; false (and the session ends) when the write failed or stalled.
+    async fn send(&mut self, frame: Frame) -> bool {
+        let ok = bounded(self.write_timeout, self.ws.send(frame))
+            .await
+            .is_ok();
+        if !ok {
+            debug!("write failed");
+            self.broken = true;
+        }
+        ok
+    }
+
     async fn reply(&mut self, text: String) {
-        if let Err(e) = self.ws.send(Frame::text(text)).await {
-            debug!(error = %e, "write failed");
+        self.send(Frame::text(text)).await;
+    }
+
+    /// Answers malformed input with an error, unless the frame was over the
+    /// rate limit: then it is dropped unanswered (and counted), so garbage
+    /// cannot buy a reply per frame.
+    async fn reject(&mut self, id: &Value, e: &RpcError) {
+        if self.limited.is_some() {
+            self.shared.metrics.frames_dropped.inc();
+            return;
+        }
+        self.reply(rpc::error(id, e)).await;
+    }
+
+    /// Charges one frame to the bucket. Over the limit the frame is still
+    /// looked at (a request gets -32029 with its id), until the client has
+    /// ignored the limit for `FLOOD_FACTOR` × burst frames in a row: then it ends.
+    fn admit(&mut self) -> Result<(), End> {
+        match self.bucket.try_take(Instant::now()) {
+            Ok(()) => {
+                self.over_limit = 0;
+                self.limited = None;
+                Ok(())
+            }
+            Err(limited) => {
+                self.over_limit += 1;
+                let most = FLOOD_FACTOR.saturating_mul(limited.burst);
+                if self.over_limit > most {
+                    self.shared.metrics.frames_dropped.inc();
+                    warn!(
+                        frames = self.over_limit,
+                        rate_per_sec = limited.rate_per_sec,
+                        burst = limited.burst,
+                        "rate limit ignored: closing with 1008"
+                    );
+                    return Err(End::Refuse(
+                        CloseCode::Policy,
+                        format!(
+                            "{most} frames in a row over the rate limit of {} calls/s (burst {})",
+                            limited.rate_per_sec, limited.burst
+                        ),
+                    ));
+                }
+                self.limited = Some(limited);
+                Ok(())
+            }
         }
     }
 
+    /// After refusing a frame: stop writing and read (and discard) what the
+    /// client already sent, briefly and up to a bound, so the close frame
+    /// arrives before the socket is torn down.
+    async fn linger(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let raw = self.ws.get_mut();
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = raw.shutdown().await;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                match raw.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Writes one answer and any others already waiting, then flushes once.
-    async fn write_done(
-        &mut self,
-        first: Done,
-        rx: &mut mpsc::UnboundedReceiver<Done>,
-    ) -> Result<(), ()> {
+    async fn write_done(&mut self, first: Done, rx: &mut mpsc::Receiver<Done>) -> Result<(), ()> {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(done) = next.take() {
             self.inflight.remove(&done.key);
             if let Some(text) = done.text {
-                self.ws.feed(Frame::text(text)).await.map_err(drop)?;
+                bounded(self.write_timeout, self.ws.feed(Frame::text(text))).await?;
             }
             n += 1;
             if n < WRITE_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        self.ws.flush().await.map_err(drop)
+        bounded(self.write_timeout, self.ws.flush()).await
     }
 
     /// One text frame. Returns a new caller when `initialize` changed who this is.
@@ -228,9 +442,16 @@ where
         let start = Instant::now();
         let max = self.shared.settings.max_message_bytes;
         if text.len() > max {
+            if self.limited.is_some() {
+                // Over the rate limit: not worth parsing to find an id.
+                self.shared.metrics.frames_dropped.inc();
+                return None;
+            }
             let id = serde_json::from_str::<Value>(text)
                 .ok()
                 .and_then(|v| v.get("id").cloned())
+                // An id too long to keep is not echoed either.
+                .filter(|id| id_key(id).len() <= MAX_ID_BYTES)
                 .unwrap_or(Value::Null);
             let e = RpcError::new(
                 rpc::TOO_LARGE,
@@ -240,14 +461,14 @@ where
                 ),
             )
             .with_data(json!({"maxBytes": max, "aixpStatus": AixpStatus::DATA_FORMAT}));
-            self.reply(rpc::error(&id, &e)).await;
+            self.reject(&id, &e).await;
             return None;
         }
         let msg: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 let e = RpcError::new(rpc::PARSE_ERROR, format!("parse error: {e}"));
-                self.reply(rpc::error(&Value::Null, &e)).await;
+                self.reject(&Value::Null, &e).await;
                 return None;
             }
         };
@@ -257,11 +478,8 @@ where
             } else {
                 "a JSON-RPC message must be an object"
             };
-            self.reply(rpc::error(
-                &Value::Null,
-                &RpcError::new(rpc::INVALID_REQUEST, what),
-            ))
-            .await;
+            self.reject(&Value::Null, &RpcError::new(rpc::INVALID_REQUEST, what))
+                .await;
             return None;
         };
         let id = obj.get("id").cloned();
@@ -269,7 +487,7 @@ where
             Some(Value::String(m)) => m.as_str(),
             Some(_) => {
                 let e = RpcError::new(rpc::INVALID_REQUEST, "`method` must be a string");
-                self.reply(rpc::error(&id.unwrap_or(Value::Null), &e)).await;
+                self.reject(&id.unwrap_or(Value::Null), &e).await;
                 return None;
             }
             // A response: the hub sends no requests, so there is nothing to match it to.
@@ -278,29 +496,48 @@ where
             }
             None => {
                 let e = RpcError::new(rpc::INVALID_REQUEST, "not a JSON-RPC request: no `method`");
-                self.reply(rpc::error(&id.unwrap_or(Value::Null), &e)).await;
+                self.reject(&id.unwrap_or(Value::Null), &e).await;
                 return None;
             }
         };
         let empty = json!({});
         let params = obj.get("params").unwrap_or(&empty);
         let Some(id) = id else {
+            if self.limited.is_some() {
+                // Notifications are never answered; over the limit they are not acted on either.
+                self.shared.metrics.frames_dropped.inc();
+                return None;
+            }
             self.notification(method, params);
             return None;
         };
         if !(id.is_string() || id.is_i64() || id.is_u64()) {
             let e = RpcError::new(rpc::INVALID_REQUEST, "`id` must be a string or an integer");
-            self.reply(rpc::error(&Value::Null, &e)).await;
+            self.reject(&Value::Null, &e).await;
+            return None;
+        }
+        let key = id_key(&id);
+        if key.len() > MAX_ID_BYTES {
+            // Not echoed: the id is the thing that is too large.
+            let e = RpcError::new(
+                rpc::TOO_LARGE,
+                format!(
+                    "request id is {} bytes; this hub accepts ids of at most {MAX_ID_BYTES}",
+                    key.len()
+                ),
+            )
+            .with_data(json!({"maxBytes": MAX_ID_BYTES, "aixpStatus": AixpStatus::DATA_FORMAT}));
+            self.reject(&Value::Null, &e).await;
             return None;
         }
         if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             let e = RpcError::new(rpc::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"");
-            self.reply(rpc::error(&id, &e)).await;
+            self.reject(&id, &e).await;
             return None;
         }
         if !params.is_object() {
             let e = RpcError::invalid_params("`params` must be an object");
-            self.reply(rpc::error(&id, &e)).await;
+            self.reject(&id, &e).await;
             return None;
         }
         let tool = if method == "tools/call" {
@@ -312,12 +549,25 @@ where
         } else {
             String::new()
         };
-        if let Err(limited) = self.bucket.try_take(Instant::now()) {
+        if let Some(limited) = self.limited.take() {
             let e = RpcError::new(rpc::RATE_LIMITED, limited.to_string())
                 .with_data(json!({"aixpStatus": AixpStatus::COMMUNICATION, "retryAfterMs": limited.retry_after.as_millis().max(1) as u64, "ratePerSec": limited.rate_per_sec, "burst": limited.burst}));
             self.shared
                 .metrics
                 .call(method, &tool, "rate_limited", start.elapsed().as_secs_f64());
+            self.reply(rpc::error(&id, &e)).await;
+            return None;
+        }
+        if self.inflight.contains_key(&key) {
+            // Answers are matched by id: a second request under a running one's id
+            // would make both answers ambiguous and take over its cancellation.
+            let e = RpcError::new(
+                rpc::INVALID_REQUEST,
+                format!("request id {key} is already in flight on this connection; use a new id"),
+            );
+            self.shared
+                .metrics
+                .call(method, &tool, e.outcome(), start.elapsed().as_secs_f64());
             self.reply(rpc::error(&id, &e)).await;
             return None;
         }
@@ -360,7 +610,25 @@ where
         }
 
         // Spawned: runs concurrently with the requests after it on this connection.
-        let key = id_key(&id);
+        if self.inflight.len() >= MAX_INFLIGHT {
+            let e = RpcError::new(
+                rpc::LIMIT_REACHED,
+                format!(
+                    "{MAX_INFLIGHT} requests are already in flight on this connection (the limit); wait for their answers"
+                ),
+            )
+            .with_data(json!({"limit": MAX_INFLIGHT, "aixpStatus": AixpStatus::COMMUNICATION}));
+            self.shared
+                .metrics
+                .call(method, &tool, e.outcome(), start.elapsed().as_secs_f64());
+            self.reply(rpc::error(&id, &e)).await;
+            return None;
+        }
+        let answer_limit = self
+            .shared
+            .settings
+            .max_message_bytes
+            .saturating_mul(ANSWER_LIMIT_FACTOR);
         let cancel = CancellationToken::new();
         self.inflight.insert(key.clone(), cancel.clone());
         let shared = self.shared.clone();
@@ -384,12 +652,18 @@ where
                         }
                         Err(e) => (rpc::error(&id, &e), e.outcome()),
                     };
+                    let (text, outcome) = if text.len() > answer_limit {
+                        (rpc::error(&id, &answer_too_large(&method, text.len(), answer_limit)), "error")
+                    } else {
+                        (text, outcome)
+                    };
                     shared.metrics.call(&method, &tool, outcome, start.elapsed().as_secs_f64());
                     Some(text)
                 }
                 _ = cancel.cancelled() => None,
             };
-            let _ = done_tx.send(Done { key, text });
+            // Waits while the queue is full; fails only when the session is gone.
+            let _ = done_tx.send(Done { key, text }).await;
         });
         None
     }
@@ -421,6 +695,15 @@ where
             .ok_or_else(|| RpcError::invalid_params(format!("{method} needs a string `uri`")))?;
         resources::resolve(caller, uri)?;
         if method == "resources/subscribe" {
+            if self.subscriptions.len() >= MAX_SUBSCRIPTIONS && !self.subscriptions.contains(uri) {
+                return Err(RpcError::new(
+                    rpc::LIMIT_REACHED,
+                    format!(
+                        "this connection already has {MAX_SUBSCRIPTIONS} subscriptions (the limit); unsubscribe from one first"
+                    ),
+                )
+                .with_data(json!({"limit": MAX_SUBSCRIPTIONS})));
+            }
             self.subscriptions.insert(uri.to_owned());
         } else {
             self.subscriptions.remove(uri);
@@ -521,6 +804,21 @@ where
         });
         (result, Arc::new(new))
     }
+}
+
+/// The error that replaces an answer over the connection's answer limit: the
+/// model reads it and asks for less.
+fn answer_too_large(method: &str, bytes: usize, limit: usize) -> RpcError {
+    let narrower = if method == "resources/read" {
+        "read aicp://context/{key} for one value instead of aicp://shared-state"
+    } else {
+        "narrow the request (ask for fewer or smaller items)"
+    };
+    RpcError::new(
+        rpc::TOO_LARGE,
+        format!("the answer is {bytes} bytes; this hub sends at most {limit}: {narrower}"),
+    )
+    .with_data(json!({"maxBytes": limit, "aixpStatus": AixpStatus::DATA_FORMAT}))
 }
 
 fn outcome_of(result: &Value) -> &'static str {

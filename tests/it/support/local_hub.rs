@@ -301,3 +301,46 @@ impl RawClient {
             .await
     }
 }
+
+impl LocalHub {
+    /// The hub child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the hub is running")
+    }
+
+    /// The hub's resident memory in KiB (`VmRSS` in /proc/PID/status; Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
+}
+
+impl RawClient {
+    /// Sends any frame, raw ones included (`Message::Frame`); false when the connection is gone.
+    pub async fn try_send(&mut self, frame: Message) -> bool {
+        self.ws.send(frame).await.is_ok()
+    }
+
+    /// The next frame within `within`: None on timeout, Some(None) when the stream ended.
+    pub async fn next_frame(
+        &mut self,
+        within: Duration,
+    ) -> Option<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>> {
+        tokio::time::timeout(within, self.ws.next()).await.ok()
+    }
+
+    /// Keeps reading (so pings are answered) for `d`; panics if the hub closes or sends a message.
+    pub async fn idle(&mut self, d: Duration) {
+        let until = tokio::time::Instant::now() + d;
+        while let Ok(frame) = tokio::time::timeout_at(until, self.ws.next()).await {
+            match frame {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("an idle client got {other:?}"),
+            }
+        }
+    }
+}
