@@ -74,6 +74,19 @@ pub struct Message {
     pub aixp: Envelope,
 }
 
+/// One page of a recipient's inbox, after acknowledging what the caller may acknowledge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    /// Unexpired messages after `acked_through`, oldest first.
+    pub messages: Vec<Message>,
+    /// What was actually acknowledged (deleted): `since` clamped to the highest
+    /// seq this recipient has ever been handed, so a cursor from the future
+    /// (or another inbox) cannot delete messages nobody has read.
+    pub acked_through: u64,
+    /// Unread, unexpired messages after this page (0 when the page holds them all).
+    pub pending: u64,
+}
+
 /// An agent the hub has seen connect, kept across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentRecord {
@@ -95,8 +108,7 @@ pub trait Store: Send + Sync + 'static {
     fn push_message(&self, msg: &Message) -> Result<u64, StoreError>;
     /// An unexpired message by id (to continue a thread).
     fn get_message(&self, id: &str, now_ms: u64) -> Result<Option<Message>, StoreError>;
-    /// Deletes `recipient`'s messages up to `ack_through` (already read), then
-    /// returns up to `limit` unexpired ones after it, oldest first.
+    /// [`Store::inbox_page`] without a byte bound: the messages alone.
     fn read_inbox(
         &self,
         recipient: &str,
@@ -112,6 +124,19 @@ pub trait Store: Send + Sync + 'static {
     fn size_bytes(&self) -> u64;
     /// Flushes the write-ahead log into the database; called once at shutdown.
     fn close(&self) -> Result<(), StoreError>;
+    /// Deletes `recipient`'s messages up to `since` but never beyond the
+    /// highest seq this recipient has been handed (by this call or earlier
+    /// ones), then returns up to `max_messages` unexpired ones after that,
+    /// oldest first, stopping before `max_bytes` of message JSON (always at
+    /// least one). Records the last one returned as handed out.
+    fn inbox_page(
+        &self,
+        recipient: &str,
+        since: u64,
+        now_ms: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError>;
 }
 
 pub struct SqliteStore {
@@ -178,6 +203,8 @@ CREATE TABLE IF NOT EXISTS messages (
   hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
+CREATE TABLE IF NOT EXISTS inbox_delivered (
+  recipient TEXT PRIMARY KEY, through INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (
   identity TEXT PRIMARY KEY, client_name TEXT, client_version TEXT, capabilities TEXT NOT NULL,
   last_seen INTEGER NOT NULL);
@@ -260,6 +287,11 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         },
         id,
     })
+}
+
+/// A message's size as the JSON a page carries it in (what paging by bytes counts).
+pub fn message_json_bytes(m: &Message) -> usize {
+    serde_json::to_vec(m).map_or(0, |v| v.len())
 }
 
 const MESSAGE_COLUMNS: &str =
@@ -373,24 +405,8 @@ impl Store for SqliteStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let conn = self.lock();
-        if ack_through > 0 {
-            conn.prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2")
-                .and_then(|mut s| s.execute(params![recipient, ack_through as i64]))
-                .map_err(|e| self.write_err(e))?;
-        }
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
-            ))
-            .map_err(StoreError::Read)?;
-        let rows = stmt
-            .query_map(
-                params![recipient, ack_through as i64, now_ms as i64, limit as i64],
-                row_to_message,
-            )
-            .map_err(StoreError::Read)?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::Read)
+        self.inbox_page(recipient, ack_through, now_ms, limit, usize::MAX)
+            .map(|p| p.messages)
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -453,6 +469,74 @@ impl Store for SqliteStore {
         self.lock()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| self.write_err(e))
+    }
+    fn inbox_page(
+        &self,
+        recipient: &str,
+        since: u64,
+        now_ms: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let mut conn = self.lock();
+        // One transaction: the clamp, the delete and the new high-water mark agree.
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        let handed: i64 = tx
+            .prepare_cached("SELECT through FROM inbox_delivered WHERE recipient = ?1")
+            .and_then(|mut s| s.query_row([recipient], |r| r.get(0)).optional())
+            .map_err(StoreError::Read)?
+            .unwrap_or(0);
+        // SQLite integers are i64: a `since` of 2^63 or more saturates instead of wrapping negative.
+        let ack = i64::try_from(since).unwrap_or(i64::MAX).min(handed).max(0);
+        if ack > 0 {
+            tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute(params![recipient, ack]))
+                .map_err(|e| self.write_err(e))?;
+        }
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let mut messages = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
+                ))
+                .map_err(StoreError::Read)?;
+            let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
+            let mut rows = stmt
+                .query(params![recipient, ack, now, limit])
+                .map_err(StoreError::Read)?;
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next().map_err(StoreError::Read)? {
+                let m = row_to_message(row).map_err(StoreError::Read)?;
+                let len = message_json_bytes(&m);
+                if !messages.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                messages.push(m);
+            }
+        }
+        let last = messages.last().map_or(ack, |m| m.seq as i64);
+        if last > handed {
+            tx.prepare_cached(
+                "INSERT INTO inbox_delivered (recipient, through) VALUES (?1, ?2)
+                 ON CONFLICT(recipient) DO UPDATE SET through = max(through, excluded.through)",
+            )
+            .and_then(|mut s| s.execute(params![recipient, last]))
+            .map_err(|e| self.write_err(e))?;
+        }
+        let pending: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3",
+            )
+            .and_then(|mut s| s.query_row(params![recipient, last, now], |r| r.get(0)))
+            .map_err(StoreError::Read)?;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(InboxPage {
+            messages,
+            acked_through: ack as u64,
+            pending: pending.max(0) as u64,
+        })
     }
 }
 
@@ -556,6 +640,46 @@ mod tests {
         );
         assert_eq!(s.purge_expired(60).unwrap(), 1);
         assert_eq!(s.read_inbox("carol", 0, 60, 10).unwrap()[0].to, "carol");
+    }
+
+    #[test]
+    fn a_cursor_from_the_future_acknowledges_only_what_was_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        // Nothing handed to bob yet: a `since` far ahead deletes nothing.
+        let m1 = s.push_message(&msg("m1", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", 1_000_000, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, 0);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m1]);
+        // Bob has been handed m1; messages stored later are not acknowledged by a large `since`.
+        let m2 = s.push_message(&msg("m2", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", 1_000_000, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, m1);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m2]);
+        // Another recipient's cursor does not reach into bob's inbox.
+        let c1 = s.push_message(&msg("c1", "carol", 1, 100)).unwrap();
+        s.inbox_page("carol", 0, 10, 10, usize::MAX).unwrap();
+        let m3 = s.push_message(&msg("m3", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", c1 + 100, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, m2);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m3]);
+        // 2^63 and u64::MAX saturate instead of wrapping to a negative i64.
+        for since in [1u64 << 63, u64::MAX] {
+            let p = s.inbox_page("bob", since, 10, 10, usize::MAX).unwrap();
+            assert_eq!(p.acked_through, m3, "{since}");
+            assert!(p.messages.is_empty());
+        }
+        let m4 = s.push_message(&msg("m4", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m4]);
+        // The high-water mark survives a restart.
+        s.close().unwrap();
+        drop(s);
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        let m5 = s.push_message(&msg("m5", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, m4);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m5]);
     }
 
     #[test]

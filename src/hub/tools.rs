@@ -82,8 +82,8 @@ pub fn list() -> Value {
             "title": "Read my messages",
             "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read). Waits up to wait_ms (at most 30000) for one to arrive.",
             "inputSchema": {"type": "object", "properties": {
-                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS},
-                "since": {"type": "integer", "minimum": 0}
+                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "How long to wait for a message when none is unread, in milliseconds (at most 30000; default 0)"},
+                "since": {"type": "integer", "minimum": 0, "description": "The next_since of your previous read_inbox (0 or absent the first time). Acknowledges, and deletes, the messages up to it that this inbox has already handed you; a larger value acknowledges no more than that"}
             }}
         }
     ]})
@@ -385,13 +385,14 @@ async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Valu
         signal.borrow_and_update();
         let me = caller.identity.clone();
         let got = with_store(shared, move |s| {
-            s.read_inbox(&me, since, now_ms(), INBOX_PAGE)
+            s.inbox_page(&me, since, now_ms(), INBOX_PAGE, usize::MAX)
         })
         .await;
-        let messages = match got {
-            Ok(m) => m,
+        let page = match got {
+            Ok(p) => p,
             Err(e) => return store_error(&e),
         };
+        let messages = page.messages;
         let done = !messages.is_empty() || tokio::time::Instant::now() >= deadline;
         if !done {
             tokio::select! {
@@ -400,7 +401,9 @@ async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Valu
                 _ = shared.shutdown.cancelled() => {}
             }
         }
-        let next_since = messages.last().map_or(since, |m| m.seq);
+        // Never beyond what this inbox has handed out: echoing a `since` from
+        // the future would make the next call acknowledge messages unread.
+        let next_since = messages.last().map_or(page.acked_through, |m| m.seq);
         return tool_result(
             json!({"messages": messages, "next_since": next_since}),
             false,
@@ -592,6 +595,93 @@ async fn orchestrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::auth::Scopes;
+    use crate::hub::presence::Agent;
+    use crate::hub::store::{AgentRecord, SqliteStore, StoreLimits};
+    use crate::hub::{Settings, metrics::Metrics, presence::Presence};
+
+    /// A hub's shared state over an in-memory store, without a listener.
+    fn hub(limits: StoreLimits) -> Arc<Shared> {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        Arc::new(Shared {
+            store: Arc::new(SqliteStore::with_connection(conn, limits).unwrap()),
+            presence: Presence::default(),
+            metrics: Metrics::new(),
+            settings: Settings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                data_dir: std::path::PathBuf::from("/nonexistent"),
+                open: false,
+                rate_per_sec: 0.0,
+                burst: 1,
+                max_message_bytes: crate::hub::DEFAULT_MAX_MESSAGE_BYTES,
+                max_connections: 1,
+                message_ttl_ms: 60_000,
+                max_hops: 16,
+                store: limits,
+            },
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
+    /// A connected agent (as a session joins it) and its caller.
+    fn connect(shared: &Arc<Shared>, identity: &str, scopes: Scopes) -> Caller {
+        let connection = shared.presence.next_connection();
+        shared.presence.join(Agent {
+            connection,
+            identity: identity.into(),
+            client_name: None,
+            client_version: None,
+            capabilities: Vec::new(),
+            connected_at: 0,
+        });
+        shared
+            .store
+            .agent_seen(&AgentRecord {
+                identity: identity.into(),
+                client_name: None,
+                client_version: None,
+                capabilities: Vec::new(),
+                last_seen: 0,
+            })
+            .unwrap();
+        Caller {
+            connection,
+            identity: identity.into(),
+            scopes,
+        }
+    }
+
+    async fn tool(shared: &Arc<Shared>, caller: &Caller, name: &str, args: Value) -> Value {
+        call(shared, caller, &json!({"name": name, "arguments": args}))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn next_since_never_runs_ahead_of_what_was_returned() {
+        let shared = hub(StoreLimits::default());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        let send = |text: &'static str| json!({"to": "bob", "text": text});
+        tool(&shared, &alice, "send_message", send("one")).await;
+        // A `since` far ahead of anything bob was handed: nothing is deleted and it is not echoed.
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": 1_000_000})).await;
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["messages"][0]["text"], "one", "{r}");
+        let first = sc["messages"][0]["seq"].as_u64().unwrap();
+        assert_eq!(sc["next_since"], first);
+        // Following a bogus cursor again does not delete a message stored meanwhile.
+        tool(&shared, &alice, "send_message", send("two")).await;
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": u64::MAX})).await;
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["messages"][0]["text"], "two", "{r}");
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": u64::MAX})).await;
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["messages"], json!([]), "{r}");
+        assert!(sc["next_since"].as_u64().unwrap() <= first + 1, "{r}");
+        let schema = &list()["tools"][6]["inputSchema"]["properties"]["since"];
+        assert!(schema["description"].is_string(), "{schema}");
+    }
 
     #[test]
     fn iso8601_formats_utc() {
