@@ -23,6 +23,8 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 pub const MAX_SUBTASKS: usize = 32;
 /// Most messages one `read_inbox` returns.
 pub const INBOX_PAGE: usize = 100;
+/// Most known identities an "unknown recipient" error lists (the rest are counted).
+pub const MAX_NAMES_LISTED: usize = 50;
 
 /// `tools/list`: names, descriptions and input schemas.
 pub fn list() -> Value {
@@ -52,7 +54,7 @@ pub fn list() -> Value {
             "description": "Splits the task into subtasks (one per line or ';' if listed, else analyse/do/review), assigns every subtask to an agent (named in agents, else the connected ones), delivers each as a message and returns the plan.",
             "inputSchema": {"type": "object", "properties": {
                 "task": {"type": "string", "description": "The task to split"},
-                "agents": {"type": "array", "items": {"type": "string"}, "description": "Identities to assign to (default: every other connected agent)"}
+                "agents": {"type": "array", "items": {"type": "string"}, "description": "Identities to assign to, each connected now or seen before (case-insensitive when unambiguous; default: every other connected agent)"}
             }, "required": ["task"]}
         },
         {
@@ -70,9 +72,9 @@ pub fn list() -> Value {
         {
             "name": "send_message",
             "title": "Send a message to an agent",
-            "description": "Stores a message in the recipient's inbox (durable until read or expired) and notifies its sessions.",
+            "description": "Stores a message in the recipient's inbox (durable until read or expired) and notifies its sessions. The recipient must be an agent connected now or seen before; an unknown name is an error listing the known ones.",
             "inputSchema": {"type": "object", "properties": {
-                "to": {"type": "string", "description": "Recipient identity"},
+                "to": {"type": "string", "description": "Recipient identity as list_agents shows it (case-insensitive when unambiguous)"},
                 "text": {"type": "string", "description": "The message"},
                 "reply_to": {"type": "string", "description": "Id of the message this answers"}
             }, "required": ["to", "text"]}
@@ -171,6 +173,93 @@ fn str_list(args: &Value, name: &str) -> Result<Option<Vec<String>>, Value> {
             json!({}),
         )),
     }
+}
+
+/// Unicode general category Cf (format characters: zero-width spaces and
+/// joiners, bidi controls, the BOM, tags), listed by hand because std has no
+/// category lookup. They render as nothing, so a name holding one looks like
+/// another identity and reaches nobody.
+fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// Every identity a message may be addressed to: connected now, or seen
+/// before (the store's agents, kept across restarts). Sorted, no repeats.
+async fn known_identities(shared: &Arc<Shared>) -> Result<Vec<String>, StoreError> {
+    let seen = with_store(shared, |s| s.agents_seen()).await?;
+    let mut known: Vec<String> = seen.into_iter().map(|a| a.identity).collect();
+    known.extend(shared.presence.list().into_iter().map(|a| a.identity));
+    known.sort();
+    known.dedup();
+    Ok(known)
+}
+
+/// The known identity `raw` names, or why it names none. Surrounding
+/// whitespace is trimmed; whitespace, control or format characters inside
+/// are refused. Identities are case-sensitive (a token's `sub` as issued), but
+/// an address matches case-insensitively when exactly one known identity does,
+/// so `Bob` reaches `bob`; an exact match always wins.
+pub fn resolve_recipient(raw: &str, known: &[String]) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("the recipient name is empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || is_format_char(c))
+    {
+        return Err(format!(
+            "the recipient name {raw:?} contains U+{:04X} (whitespace, control or invisible format character); identities never do",
+            c as u32
+        ));
+    }
+    if known.iter().any(|k| k == name) {
+        return Ok(name.to_owned());
+    }
+    let lower = name.to_lowercase();
+    let folded: Vec<&String> = known.iter().filter(|k| k.to_lowercase() == lower).collect();
+    match folded.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
+            "no agent called {name:?} has ever connected to this hub, so nobody would read the message; known agents: {}",
+            list_names(known)
+        )),
+        several => Err(format!(
+            "{name:?} matches several agents when case is ignored ({}); use the exact name",
+            several
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// `a, b, c` with at most [`MAX_NAMES_LISTED`] names, then how many more.
+fn list_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let mut out = names
+        .iter()
+        .take(MAX_NAMES_LISTED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_NAMES_LISTED {
+        out.push_str(&format!(" and {} more", names.len() - MAX_NAMES_LISTED));
+    }
+    out
+}
+
+/// The tool error for a name that reaches nobody; carries the known names.
+fn unknown_recipient(reason: String, known: &[String]) -> Value {
+    let listed: Vec<&String> = known.iter().take(MAX_NAMES_LISTED).collect();
+    tool_error(reason, json!({"known_agents": listed}))
 }
 
 fn timestamp() -> String {
@@ -339,6 +428,14 @@ async fn send_message(
         (Ok(to), Ok(text)) => (to.to_owned(), text.to_owned()),
         (Err(e), _) | (_, Err(e)) => return e,
     };
+    let known = match known_identities(shared).await {
+        Ok(k) => k,
+        Err(e) => return store_error(&e),
+    };
+    let to = match resolve_recipient(&to, &known) {
+        Ok(to) => to,
+        Err(reason) => return unknown_recipient(reason, &known),
+    };
     let reply_to = match args.get("reply_to") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -356,7 +453,7 @@ async fn send_message(
     }
     match deliver(shared, caller, &incoming, &to, text, reply_to).await {
         Ok(m) => tool_result(
-            json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
+            json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_known": true, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
             false,
         ),
         Err(e) => e.into_result(),
@@ -505,8 +602,17 @@ async fn orchestrate(
             let seen = with_store(shared, |s| s.agents_seen())
                 .await
                 .unwrap_or_default();
+            let known = match known_identities(shared).await {
+                Ok(k) => k,
+                Err(e) => return store_error(&e),
+            };
             let mut out: Vec<Candidate> = Vec::new();
-            for n in names {
+            for raw in names {
+                // Every name is checked before anything is delivered: a plan is delivered whole or not at all.
+                let n = match resolve_recipient(&raw, &known) {
+                    Ok(n) => n,
+                    Err(reason) => return unknown_recipient(reason, &known),
+                };
                 if out.iter().any(|c| c.identity == n) {
                     continue;
                 }
@@ -655,6 +761,104 @@ mod tests {
         call(shared, caller, &json!({"name": name, "arguments": args}))
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn recipient_names_are_trimmed_folded_and_must_be_known() {
+        let known: Vec<String> = ["alice", "bob", "Dave", "dave"].map(String::from).to_vec();
+        assert_eq!(resolve_recipient("bob", &known).unwrap(), "bob");
+        assert_eq!(resolve_recipient(" bob \n", &known).unwrap(), "bob");
+        assert_eq!(resolve_recipient("Bob", &known).unwrap(), "bob");
+        assert_eq!(
+            resolve_recipient("dave", &known).unwrap(),
+            "dave",
+            "exact wins"
+        );
+        let e = resolve_recipient("DAVE", &known).unwrap_err();
+        assert!(e.contains("several") && e.contains("Dave, dave"), "{e}");
+        for bad in [
+            "b\u{200b}ob",
+            "b\u{2060}ob",
+            "\u{feff}bob",
+            "b\u{200d}ob",
+            "b ob",
+            "b\tob",
+            "b\u{7}ob",
+        ] {
+            let e = resolve_recipient(bad, &known).unwrap_err();
+            assert!(e.contains("U+"), "{bad:?}: {e}");
+        }
+        let e = resolve_recipient("nobody-ever", &known).unwrap_err();
+        assert!(e.contains("alice, bob, Dave, dave"), "{e}");
+        assert!(resolve_recipient("   ", &known).is_err());
+        let many: Vec<String> = (0..MAX_NAMES_LISTED + 7)
+            .map(|i| format!("a{i:03}"))
+            .collect();
+        let e = resolve_recipient("zed", &many).unwrap_err();
+        assert!(e.ends_with("and 7 more"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn messages_to_unknown_names_are_refused_not_stored() {
+        let shared = hub(StoreLimits::default());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        for (to, ok) in [
+            ("Bob", true),
+            ("bob ", true),
+            ("b\u{200b}ob", false),
+            ("nobody-ever", false),
+        ] {
+            let r = tool(
+                &shared,
+                &alice,
+                "send_message",
+                json!({"to": to, "text": "hi"}),
+            )
+            .await;
+            let sc = &r["structuredContent"];
+            if ok {
+                assert_eq!(
+                    (sc["to"].as_str(), r["isError"].as_bool()),
+                    (Some("bob"), Some(false)),
+                    "{r}"
+                );
+                assert_eq!(sc["recipient_known"], true);
+            } else {
+                assert_eq!(r["isError"], true, "{to:?}: {r}");
+                assert_eq!(sc["known_agents"], json!(["alice", "bob"]), "{r}");
+            }
+        }
+        let r = tool(&shared, &bob, "read_inbox", json!({})).await;
+        assert_eq!(
+            r["structuredContent"]["messages"].as_array().unwrap().len(),
+            2,
+            "{r}"
+        );
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": "a; b", "agents": ["BOB", "ghost"]}),
+        )
+        .await;
+        assert_eq!(r["isError"], true, "{r}");
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": "a; b", "agents": ["BOB"]}),
+        )
+        .await;
+        assert_eq!(r["structuredContent"]["agents"], json!(["bob"]), "{r}");
+        assert_eq!(
+            shared.store.read_inbox("ghost", 0, now_ms(), 10).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            shared.store.read_inbox("BOB", 0, now_ms(), 10).unwrap(),
+            vec![]
+        );
     }
 
     #[tokio::test]

@@ -67,3 +67,87 @@ async fn a_since_ahead_of_the_inbox_deletes_nothing_unread() {
     assert_eq!(r["result"]["isError"], false, "2^63 does not wrap: {r}");
     assert_eq!(structured(&r)["next_since"], next, "{r}");
 }
+
+#[tokio::test]
+async fn messages_reach_only_known_names_after_trimming_and_case_folding() {
+    let (hub, mut c) = hub_with(&[], &["alice", "bob"]).await;
+    // Carol connected once and left: she is known, offline, and her mail waits.
+    let carol = hub.token("carol", "message");
+    drop(RawClient::agent(hub.url(), Some(&carol), &[]).await);
+    let mut id = 0;
+    let mut send = async |c: &mut RawClient, to: &str| {
+        id += 1;
+        c.call_tool(
+            json!(id),
+            "send_message",
+            json!({"to": to, "text": format!("to {to:?}")}),
+        )
+        .await
+    };
+    for (to, canonical) in [("Bob", "bob"), ("bob ", "bob"), (" CAROL", "carol")] {
+        let r = send(&mut c[0], to).await;
+        let sc = structured(&r);
+        assert_eq!(r["result"]["isError"], false, "{to:?}: {r}");
+        assert_eq!(
+            (sc["to"].as_str(), sc["recipient_known"].as_bool()),
+            (Some(canonical), Some(true)),
+            "{r}"
+        );
+        assert_eq!(sc["recipient_connected"], canonical == "bob", "{r}");
+    }
+    for to in [
+        "b\u{200b}ob",
+        "bo\u{2060}b",
+        "\u{feff}bob",
+        "nobody-ever",
+        "b ob",
+    ] {
+        let r = send(&mut c[0], to).await;
+        assert_eq!(
+            r["result"]["isError"], true,
+            "{to:?} must not say delivered: {r}"
+        );
+        let text = r["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(!text.contains("\"delivered\""), "{text}");
+        if to == "nobody-ever" {
+            assert_eq!(
+                structured(&r)["known_agents"],
+                json!(["alice", "bob", "carol"]),
+                "{r}"
+            );
+        }
+    }
+    // orchestrate_collaboration's explicit names: resolved the same way, and one unknown name delivers nothing.
+    let r = c[0]
+        .call_tool(
+            json!("o1"),
+            "orchestrate_collaboration",
+            json!({"task": "x; y", "agents": ["BOB", "ghost"]}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let r = c[0]
+        .call_tool(
+            json!("o2"),
+            "orchestrate_collaboration",
+            json!({"task": "x; y", "agents": ["BOB"]}),
+        )
+        .await;
+    assert_eq!(structured(&r)["agents"], json!(["bob"]), "{r}");
+    let r = c[1].call_tool(json!(1), "read_inbox", json!({})).await;
+    let got = texts(&r);
+    assert_eq!(
+        got.len(),
+        4,
+        "two messages and the two subtasks of the plan that was delivered: {r}"
+    );
+    assert_eq!(&got[..2], ["to \"Bob\"", "to \"bob \""]);
+    let mut carol = RawClient::agent(hub.url(), Some(&carol), &[]).await;
+    let r = carol.call_tool(json!(1), "read_inbox", json!({})).await;
+    assert_eq!(texts(&r), ["to \" CAROL\""], "{r}");
+    // Nothing was stored under the names that reach nobody: the one that could connect finds an empty inbox.
+    let mut ghost =
+        RawClient::agent(hub.url(), Some(&hub.token("nobody-ever", "message")), &[]).await;
+    let r = ghost.call_tool(json!(1), "read_inbox", json!({})).await;
+    assert_eq!(texts(&r), Vec::<String>::new(), "{r}");
+}
