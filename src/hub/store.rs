@@ -18,6 +18,9 @@ use super::aixp::Envelope;
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "hub.sqlite3";
 
+/// Longest shared-context key, in bytes: keys become resource URIs and log fields.
+pub const MAX_KEY_BYTES: usize = 256;
+
 /// Sizes the store refuses to exceed; each error says the number.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreLimits {
@@ -29,6 +32,14 @@ pub struct StoreLimits {
     pub max_inbox: usize,
     /// Largest database file; SQLite reports "full" beyond it.
     pub max_db_bytes: u64,
+    /// Bytes of shared context (keys plus JSON values) one identity may have
+    /// written, counting the keys it wrote last: one user cannot fill the store.
+    pub max_context_bytes_per_identity: u64,
+    /// Shared-context keys one identity may have written last (of `max_keys` in all).
+    pub max_keys_per_identity: usize,
+    /// Bytes of unread, unexpired message text one sender may have waiting in
+    /// all inboxes together: a flood from one user cannot fill the store.
+    pub max_pending_bytes_per_sender: u64,
 }
 
 impl Default for StoreLimits {
@@ -38,6 +49,9 @@ impl Default for StoreLimits {
             max_keys: 10_000,
             max_inbox: 1_000,
             max_db_bytes: 1 << 30,
+            max_context_bytes_per_identity: 16 << 20,
+            max_keys_per_identity: 1_000,
+            max_pending_bytes_per_sender: 32 << 20,
         }
     }
 }
@@ -58,6 +72,28 @@ pub enum StoreError {
     Write(rusqlite::Error),
     #[error("store read failed: {0}")]
     Read(rusqlite::Error),
+    #[error("the key is {len} bytes; the hub allows at most {max}")]
+    KeyTooLong { len: usize, max: usize },
+    #[error(
+        "{identity}'s shared context would be {would_be} bytes (keys and values it wrote); the hub keeps at most {max} per identity: delete keys with delete_context"
+    )]
+    ContextQuota {
+        identity: String,
+        would_be: u64,
+        max: u64,
+    },
+    #[error(
+        "{identity} already wrote {max} shared-context keys, the hub's limit per identity: delete keys with delete_context"
+    )]
+    KeyQuota { identity: String, max: usize },
+    #[error(
+        "{sender}'s unread messages would be {would_be} bytes; the hub keeps at most {max} bytes of unread messages per sender until they are read or expire"
+    )]
+    PendingQuota {
+        sender: String,
+        would_be: u64,
+        max: u64,
+    },
 }
 
 /// One stored message with its envelope. `seq` orders a recipient's inbox and is its read cursor.
@@ -137,6 +173,8 @@ pub trait Store: Send + Sync + 'static {
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<InboxPage, StoreError>;
+    /// Deletes a shared-context key; false when there was none.
+    fn delete_state(&self, key: &str) -> Result<bool, StoreError>;
 }
 
 pub struct SqliteStore {
@@ -203,6 +241,8 @@ CREATE TABLE IF NOT EXISTS messages (
   hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, expires_at);
+CREATE INDEX IF NOT EXISTS shared_state_writer ON shared_state(updated_by);
 CREATE TABLE IF NOT EXISTS inbox_delivered (
   recipient TEXT PRIMARY KEY, through INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (
@@ -299,6 +339,12 @@ const MESSAGE_COLUMNS: &str =
 
 impl Store for SqliteStore {
     fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StoreError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
         let text = value.to_string();
         if text.len() > self.limits.max_value_bytes {
             return Err(StoreError::ValueTooLarge {
@@ -324,6 +370,28 @@ impl Store for SqliteStore {
                     max: self.limits.max_keys,
                 });
             }
+        }
+        // The writer's own share, not counting the key being replaced (its new size is added below).
+        let (mine_bytes, mine_keys): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0), count(*)
+                 FROM shared_state WHERE updated_by = ?1 AND key <> ?2",
+            )
+            .and_then(|mut s| s.query_row(params![by, key], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(StoreError::Read)?;
+        if mine_keys as usize >= self.limits.max_keys_per_identity {
+            return Err(StoreError::KeyQuota {
+                identity: by.to_owned(),
+                max: self.limits.max_keys_per_identity,
+            });
+        }
+        let would_be = mine_bytes.max(0) as u64 + (key.len() + text.len()) as u64;
+        if would_be > self.limits.max_context_bytes_per_identity {
+            return Err(StoreError::ContextQuota {
+                identity: by.to_owned(),
+                would_be,
+                max: self.limits.max_context_bytes_per_identity,
+            });
         }
         tx.execute(
             "INSERT INTO shared_state (key, value, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -373,6 +441,20 @@ impl Store for SqliteStore {
             return Err(StoreError::InboxFull {
                 recipient: m.to.clone(),
                 max: self.limits.max_inbox,
+            });
+        }
+        let pending: i64 = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(octet_length(text)), 0) FROM messages WHERE sender = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| s.query_row(params![m.from, m.created_at as i64], |r| r.get(0)))
+            .map_err(StoreError::Read)?;
+        let would_be = pending.max(0) as u64 + m.text.len() as u64;
+        if would_be > self.limits.max_pending_bytes_per_sender {
+            return Err(StoreError::PendingQuota {
+                sender: m.from.clone(),
+                would_be,
+                max: self.limits.max_pending_bytes_per_sender,
             });
         }
         tx.execute(
@@ -538,6 +620,12 @@ impl Store for SqliteStore {
             pending: pending.max(0) as u64,
         })
     }
+    fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
+        self.lock()
+            .execute("DELETE FROM shared_state WHERE key = ?1", [key])
+            .map(|n| n > 0)
+            .map_err(|e| self.write_err(e))
+    }
 }
 
 #[cfg(test)]
@@ -680,6 +768,91 @@ mod tests {
         let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
         assert_eq!(p.acked_through, m4);
         assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m5]);
+    }
+
+    #[test]
+    fn one_identity_cannot_fill_the_store_for_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            max_context_bytes_per_identity: 100,
+            max_keys_per_identity: 3,
+            max_pending_bytes_per_sender: 50,
+            ..Default::default()
+        };
+        let s = SqliteStore::open(dir.path(), limits).unwrap();
+        let err = s
+            .put_state(&"k".repeat(MAX_KEY_BYTES + 1), &json!(1), "mallory", 1)
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::KeyTooLong { len: 257, max: 256 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("256"), "{err}");
+        s.put_state(&"k".repeat(MAX_KEY_BYTES), &json!(1), "alice", 1)
+            .unwrap_err(); // 257 bytes of key and value: over alice's 100 too.
+        // Mallory's bytes: key + JSON value.
+        s.put_state("a", &json!("x".repeat(60)), "mallory", 1)
+            .unwrap();
+        let err = s
+            .put_state("b", &json!("x".repeat(40)), "mallory", 1)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::ContextQuota {
+                    would_be: 106,
+                    max: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("at most 100"), "{err}");
+        // Replacing one's own key counts its new size, not both.
+        s.put_state("a", &json!("x".repeat(90)), "mallory", 2)
+            .unwrap();
+        // Alice is unaffected by mallory's quota.
+        s.put_state("b", &json!("x".repeat(90)), "alice", 2)
+            .unwrap();
+        // Keys per identity.
+        s.put_state("a", &json!(1), "mallory", 3).unwrap();
+        s.put_state("c", &json!(1), "mallory", 3).unwrap();
+        s.put_state("d", &json!(1), "mallory", 3).unwrap();
+        let err = s.put_state("e", &json!(1), "mallory", 3).unwrap_err();
+        assert!(matches!(err, StoreError::KeyQuota { max: 3, .. }), "{err}");
+        s.put_state("e", &json!(1), "alice", 3).unwrap();
+        // Deleting frees the quota.
+        assert!(s.delete_state("d").unwrap());
+        assert!(!s.delete_state("d").unwrap());
+        s.put_state("f", &json!(1), "mallory", 4).unwrap();
+        assert_eq!(s.get_state("d").unwrap(), None);
+        // Pending message bytes per sender; another sender still gets through.
+        let mut m = msg("m1", "bob", 1, 100);
+        m.text = "y".repeat(30);
+        s.push_message(&m).unwrap();
+        let mut m2 = msg("m2", "carol", 1, 100);
+        m2.text = "y".repeat(30);
+        let err = s.push_message(&m2).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::PendingQuota {
+                    would_be: 60,
+                    max: 50,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        m2.from = "dave".into();
+        s.push_message(&m2).unwrap();
+        // Read (acknowledged) messages no longer count.
+        let p = s.inbox_page("bob", 0, 2, 10, usize::MAX).unwrap();
+        s.inbox_page("bob", p.messages[0].seq, 2, 10, usize::MAX)
+            .unwrap();
+        let mut m3 = msg("m3", "carol", 1, 100);
+        m3.text = "y".repeat(30);
+        s.push_message(&m3).unwrap();
     }
 
     #[test]

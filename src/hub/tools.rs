@@ -1,7 +1,7 @@
 //! The hub's tools: the original hub's three (`route_to_agent`,
 //! `share_context`, `orchestrate_collaboration`, same names, argument schemas
 //! and result field names) made real, plus `list_agents`, `send_message` and
-//! `read_inbox`. A tool that fails returns `isError: true` with the reason,
+//! `read_inbox`, `delete_context`. A tool that fails returns `isError: true` with the reason,
 //! so the model can read it; only an unknown tool is a protocol error.
 
 use std::sync::Arc;
@@ -44,9 +44,17 @@ pub fn list() -> Value {
             "title": "Share context with every agent",
             "description": "Stores a value under a key in the hub's shared state (durable); every agent can read it at aicp://shared-state or aicp://context/{key}.",
             "inputSchema": {"type": "object", "properties": {
-                "context_key": {"type": "string", "description": "Key to store under"},
+                "context_key": {"type": "string", "description": "Key to store under (at most 256 bytes)"},
                 "context_value": {"description": "Any JSON value"}
             }, "required": ["context_key", "context_value"]}
+        },
+        {
+            "name": "delete_context",
+            "title": "Delete a shared context key",
+            "description": "Deletes a key from the hub's shared state (any agent allowed to share context may delete any key, as it may overwrite it). Frees the quota of whoever wrote it last.",
+            "inputSchema": {"type": "object", "properties": {
+                "context_key": {"type": "string", "description": "Key to delete"}
+            }, "required": ["context_key"]}
         },
         {
             "name": "orchestrate_collaboration",
@@ -102,7 +110,7 @@ pub enum Access {
 pub fn scope_of(tool: &str) -> Option<Access> {
     match tool {
         "whoami" => Some(Access::Anyone),
-        "share_context" => Some(Access::Needs(Scope::Share)),
+        "share_context" | "delete_context" => Some(Access::Needs(Scope::Share)),
         "list_agents" => Some(Access::Needs(Scope::Read)),
         "route_to_agent" | "orchestrate_collaboration" | "send_message" | "read_inbox" => {
             Some(Access::Needs(Scope::Message))
@@ -136,6 +144,7 @@ pub async fn call(
         "whoami" => whoami(shared, caller),
         "list_agents" => list_agents(shared),
         "share_context" => share_context(shared, caller, args).await,
+        "delete_context" => delete_context(shared, caller, args).await,
         "send_message" => send_message(shared, caller, &incoming, args).await,
         "read_inbox" => read_inbox(shared, caller, args).await,
         "route_to_agent" => route_to_agent(shared, caller, &incoming, args).await,
@@ -349,6 +358,31 @@ async fn share_context(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> V
             shared.presence.changed(&context_uri(&key));
             tool_result(
                 json!({"status": "success", "context_key": key, "shared_by": caller.identity, "timestamp": timestamp()}),
+                false,
+            )
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+/// Who may delete: any holder of the `share` scope, not only the last
+/// writer. `share_context` already lets any of them overwrite any key, so
+/// restricting deletion would protect nothing, and a key whose writer has left
+/// would otherwise stay (and count against the store) until an admin edits the file.
+async fn delete_context(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Value {
+    let key = match str_arg(args, "context_key") {
+        Ok(k) => k.to_owned(),
+        Err(e) => return e,
+    };
+    let k = key.clone();
+    match with_store(shared, move |s| s.delete_state(&k)).await {
+        Ok(deleted) => {
+            if deleted {
+                shared.presence.changed(SHARED_STATE_URI);
+                shared.presence.changed(&context_uri(&key));
+            }
+            tool_result(
+                json!({"status": "success", "context_key": key, "deleted": deleted, "deleted_by": caller.identity, "timestamp": timestamp()}),
                 false,
             )
         }
@@ -883,7 +917,13 @@ mod tests {
         let sc = &r["structuredContent"];
         assert_eq!(sc["messages"], json!([]), "{r}");
         assert!(sc["next_since"].as_u64().unwrap() <= first + 1, "{r}");
-        let schema = &list()["tools"][6]["inputSchema"]["properties"]["since"];
+        let tools = list();
+        let schema = &tools["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "read_inbox")
+            .unwrap()["inputSchema"]["properties"]["since"];
         assert!(schema["description"].is_string(), "{schema}");
     }
 
@@ -895,8 +935,112 @@ mod tests {
 
     #[test]
     fn every_listed_tool_has_a_scope() {
-        for t in list()["tools"].as_array().unwrap() {
+        let tools = list()["tools"].as_array().unwrap().clone();
+        for t in &tools {
             assert!(scope_of(t["name"].as_str().unwrap()).is_some(), "{t}");
         }
+        assert_eq!(tools.len(), 8, "the tool count (docs/hub.md lists each)");
+        assert_eq!(
+            scope_of("delete_context"),
+            Some(Access::Needs(Scope::Share))
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_context_and_per_identity_context_quotas() {
+        let shared = hub(StoreLimits {
+            max_context_bytes_per_identity: 1000,
+            ..Default::default()
+        });
+        let mallory = connect(&shared, "mallory", Scopes::all());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let share = |k: String, v: Value| json!({"context_key": k, "context_value": v});
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("k".repeat(257), json!(1)),
+        )
+        .await;
+        assert_eq!(r["isError"], true, "{r}");
+        assert!(
+            r["structuredContent"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("at most 256"),
+            "{r}"
+        );
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("big".into(), json!("x".repeat(990))),
+        )
+        .await;
+        assert_eq!(r["isError"], false, "{r}");
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("more".into(), json!("x")),
+        )
+        .await;
+        assert_eq!(r["isError"], true, "{r}");
+        assert!(
+            r["structuredContent"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("at most 1000"),
+            "{r}"
+        );
+        // Mallory's full quota leaves alice's untouched.
+        let r = tool(
+            &shared,
+            &alice,
+            "share_context",
+            share("plan".into(), json!("x".repeat(900))),
+        )
+        .await;
+        assert_eq!(r["isError"], false, "{r}");
+        let r = tool(
+            &shared,
+            &alice,
+            "delete_context",
+            json!({"context_key": "big"}),
+        )
+        .await;
+        assert_eq!(
+            (
+                r["isError"].as_bool(),
+                r["structuredContent"]["deleted"].as_bool()
+            ),
+            (Some(false), Some(true)),
+            "{r}"
+        );
+        let r = tool(
+            &shared,
+            &alice,
+            "delete_context",
+            json!({"context_key": "big"}),
+        )
+        .await;
+        assert_eq!(r["structuredContent"]["deleted"], false, "{r}");
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("more".into(), json!("x")),
+        )
+        .await;
+        assert_eq!(r["isError"], false, "the quota is free again: {r}");
+        let reader = connect(&shared, "reader", Scopes::from_list(["read"]).unwrap());
+        let e = call(
+            &shared,
+            &reader,
+            &json!({"name": "delete_context", "arguments": {"context_key": "plan"}}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, crate::hub::rpc::FORBIDDEN);
     }
 }

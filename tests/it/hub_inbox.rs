@@ -151,3 +151,133 @@ async fn messages_reach_only_known_names_after_trimming_and_case_folding() {
     let r = ghost.call_tool(json!(1), "read_inbox", json!({})).await;
     assert_eq!(texts(&r), Vec::<String>::new(), "{r}");
 }
+
+#[tokio::test]
+async fn a_share_only_user_cannot_fill_the_store_for_everyone() {
+    let (hub, mut c) = hub_with(
+        &[
+            "--max-store-bytes",
+            "2097152",
+            "--max-value-bytes",
+            "60000",
+            "--max-context-bytes-per-identity",
+            "200000",
+            "--max-pending-bytes-per-sender",
+            "100000",
+        ],
+        &["alice", "bob", "carol"],
+    )
+    .await;
+    let mut mallory = RawClient::agent(hub.url(), Some(&hub.token("mallory", "share")), &[]).await;
+    let r = mallory
+        .call_tool(
+            json!("long"),
+            "share_context",
+            json!({"context_key": "k".repeat(257), "context_value": 1}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(
+        structured(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256"),
+        "{r}"
+    );
+    // Mallory writes until refused: her own quota stops her, long before the store is full.
+    let value = "x".repeat(59_000);
+    let mut written = 0;
+    let refusal = loop {
+        let r = mallory
+            .call_tool(
+                json!(written),
+                "share_context",
+                json!({"context_key": format!("junk-{written}"), "context_value": value}),
+            )
+            .await;
+        if r["result"]["isError"] == true {
+            break r;
+        }
+        written += 1;
+        assert!(written < 40, "mallory was never stopped");
+    };
+    assert_eq!(written, 3, "{refusal}");
+    let why = structured(&refusal)["error"].as_str().unwrap().to_owned();
+    assert!(
+        why.contains("at most 200000") && why.contains("mallory"),
+        "{why}"
+    );
+    // Everyone else still shares and messages.
+    let r = c[0]
+        .call_tool(
+            json!(1),
+            "share_context",
+            json!({"context_key": "plan", "context_value": value}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let r = c[0]
+        .call_tool(
+            json!(2),
+            "send_message",
+            json!({"to": "bob", "text": "still works"}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    // delete_context (scope share) frees mallory's quota; a token without `share` may not delete.
+    let r = mallory
+        .call_tool(
+            json!("del"),
+            "delete_context",
+            json!({"context_key": "junk-0"}),
+        )
+        .await;
+    assert_eq!(structured(&r)["deleted"], true, "{r}");
+    let r = mallory
+        .call_tool(
+            json!("again"),
+            "share_context",
+            json!({"context_key": "junk-9", "context_value": value}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let mut reader = RawClient::agent(hub.url(), Some(&hub.token("reader", "read")), &[]).await;
+    let r = reader
+        .call_tool(json!(1), "delete_context", json!({"context_key": "plan"}))
+        .await;
+    assert_eq!(r["error"]["code"], -32003, "{r}");
+    // Pending message bytes are per sender: alice's flood stops at her quota, carol's mail still arrives.
+    let text = "y".repeat(30_000);
+    let mut sent = 0;
+    let refusal = loop {
+        let r = c[0]
+            .call_tool(
+                json!(format!("f{sent}")),
+                "send_message",
+                json!({"to": "bob", "text": text}),
+            )
+            .await;
+        if r["result"]["isError"] == true {
+            break r;
+        }
+        sent += 1;
+        assert!(sent < 40, "alice was never stopped");
+    };
+    assert_eq!(sent, 3, "{refusal}");
+    let why = structured(&refusal)["error"].as_str().unwrap();
+    assert!(
+        why.contains("at most 100000") && why.contains("alice"),
+        "{why}"
+    );
+    let r = c[2]
+        .call_tool(json!(1), "send_message", json!({"to": "bob", "text": text}))
+        .await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let (_, m) = hub.http_get("/metrics").await;
+    assert!(
+        m.contains(
+            "aicp_hub_calls_total{method=\"tools/call\",tool=\"delete_context\",outcome=\"ok\"} 1"
+        ),
+        "{m}"
+    );
+}
