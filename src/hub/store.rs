@@ -856,6 +856,35 @@ mod tests {
     }
 
     #[test]
+    fn inbox_pages_by_bytes_and_counts_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let mut m = msg(&format!("m{i}"), "bob", 1, 100);
+            m.text = "z".repeat(1000);
+            seqs.push(s.push_message(&m).unwrap());
+        }
+        let one = message_json_bytes(&s.read_inbox("bob", 0, 2, 1).unwrap()[0]);
+        // Two fit in 2.5 messages' worth; the rest are counted as pending.
+        let p = s.inbox_page("bob", 0, 2, 100, one * 5 / 2).unwrap();
+        assert_eq!(
+            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            seqs[..2]
+        );
+        assert_eq!(p.pending, 3);
+        // A bound smaller than one message still returns one: a reader always makes progress.
+        let p = s.inbox_page("bob", seqs[1], 2, 100, 10).unwrap();
+        assert_eq!(
+            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [seqs[2]]
+        );
+        assert_eq!(p.pending, 2);
+        let p = s.inbox_page("bob", seqs[2], 2, 100, usize::MAX).unwrap();
+        assert_eq!((p.messages.len(), p.pending), (2, 0));
+    }
+
+    #[test]
     fn a_failing_write_returns_an_error_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();

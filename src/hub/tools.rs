@@ -23,6 +23,21 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 pub const MAX_SUBTASKS: usize = 32;
 /// Most messages one `read_inbox` returns.
 pub const INBOX_PAGE: usize = 100;
+/// Most bytes of message JSON one inbox page carries (always at least one
+/// message): answers stay far below the bridge's 64 MiB hub-message limit
+/// however large the messages waiting are; `more`/`pending` say to read again.
+pub const INBOX_PAGE_BYTES: usize = 256 * 1024;
+/// Longest message text the `read_inbox` text block repeats; longer ones are
+/// cut there (marked `text_truncated`), whole in `structuredContent`. Keeps the
+/// second copy of a page small while hosts that show the model only the text
+/// block still see every message.
+pub const INBOX_TEXT_EXCERPT_BYTES: usize = 4096;
+/// Characters of the task each `orchestrate_collaboration` subtask message
+/// quotes; the plan id names the whole, which the caller holds.
+pub const TASK_EXCERPT_CHARS: usize = 200;
+/// Most bytes of message text one `orchestrate_collaboration` may store, all
+/// subtasks together.
+pub const MAX_PLAN_BYTES: usize = 4 << 20;
 /// Most known identities an "unknown recipient" error lists (the rest are counted).
 pub const MAX_NAMES_LISTED: usize = 50;
 
@@ -90,7 +105,7 @@ pub fn list() -> Value {
         {
             "name": "read_inbox",
             "title": "Read my messages",
-            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read). Waits up to wait_ms (at most 30000) for one to arrive.",
+            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read), at most 100 and about 256 KiB per call: when `more` is true, call again with next_since. Waits up to wait_ms (at most 30000) for one to arrive.",
             "inputSchema": {"type": "object", "properties": {
                 "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "How long to wait for a message when none is unread, in milliseconds (at most 30000; default 0)"},
                 "since": {"type": "integer", "minimum": 0, "description": "The next_since of your previous read_inbox (0 or absent the first time). Acknowledges, and deletes, the messages up to it that this inbox has already handed you; a larger value acknowledges no more than that"}
@@ -516,7 +531,7 @@ async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Valu
         signal.borrow_and_update();
         let me = caller.identity.clone();
         let got = with_store(shared, move |s| {
-            s.inbox_page(&me, since, now_ms(), INBOX_PAGE, usize::MAX)
+            s.inbox_page(&me, since, now_ms(), INBOX_PAGE, INBOX_PAGE_BYTES)
         })
         .await;
         let page = match got {
@@ -535,10 +550,67 @@ async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Valu
         // Never beyond what this inbox has handed out: echoing a `since` from
         // the future would make the next call acknowledge messages unread.
         let next_since = messages.last().map_or(page.acked_through, |m| m.seq);
-        return tool_result(
-            json!({"messages": messages, "next_since": next_since}),
-            false,
-        );
+        return inbox_result(json!({
+            "messages": messages,
+            "next_since": next_since,
+            "more": page.pending > 0,
+            "pending": page.pending,
+        }));
+    }
+}
+
+/// `read_inbox`'s answer: the page in full as `structuredContent`; the text
+/// block is the same JSON with each message text cut to
+/// [`INBOX_TEXT_EXCERPT_BYTES`], so one answer carries the page about once, not twice.
+fn inbox_result(structured: Value) -> Value {
+    let mut brief = structured.clone();
+    let mut cut = false;
+    for m in brief["messages"].as_array_mut().into_iter().flatten() {
+        if let Some(text) = m["text"].as_str()
+            && text.len() > INBOX_TEXT_EXCERPT_BYTES
+        {
+            let short = format!("{}…", truncate_bytes(text, INBOX_TEXT_EXCERPT_BYTES));
+            m["text"] = json!(short);
+            m["text_truncated"] = json!(true);
+            cut = true;
+        }
+    }
+    if cut {
+        brief["note"] = json!(format!(
+            "message texts longer than {INBOX_TEXT_EXCERPT_BYTES} bytes are cut here; structuredContent has them whole"
+        ));
+    }
+    json!({
+        "content": [{"type": "text", "text": brief.to_string()}],
+        "structuredContent": structured,
+        "isError": false,
+    })
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The first `max` characters of `task` on one line, with `…` when cut.
+fn task_excerpt(task: &str, max: usize) -> String {
+    let flat: String = task
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max + 1)
+        .collect();
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
     }
 }
 
@@ -681,9 +753,37 @@ async fn orchestrate(
     let assignment = routing::assign(&subtasks, &agents);
     let plan_id = format!("plan-{:x}-{:08x}", now_ms(), fastrand::u32(..));
     let total = subtasks.len();
+    // Each message carries its own subtask and a short quote of the task, not
+    // the whole task again (32 copies of a 1 MB task were 35 MB stored).
+    let excerpt = task_excerpt(&task, TASK_EXCERPT_CHARS);
+    let texts: Vec<String> = subtasks
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            format!(
+                "[{plan_id}] subtask {}/{total} of \"{excerpt}\": {}",
+                i + 1,
+                st.description
+            )
+        })
+        .collect();
+    let plan_bytes: usize = texts
+        .iter()
+        .zip(&assignment)
+        .filter(|(_, who)| who.is_some())
+        .map(|(t, _)| t.len())
+        .sum();
+    if plan_bytes > MAX_PLAN_BYTES {
+        return tool_error(
+            format!(
+                "the plan's subtask messages would store {plan_bytes} bytes; one orchestrate_collaboration stores at most {MAX_PLAN_BYTES}: send a shorter task, or share it with share_context and name the key"
+            ),
+            json!({"max_bytes": MAX_PLAN_BYTES}),
+        );
+    }
     let mut steps = Vec::with_capacity(total);
     let mut failures = Vec::new();
-    for (i, (st, who)) in subtasks.iter().zip(&assignment).enumerate() {
+    for (i, ((st, who), text)) in subtasks.iter().zip(&assignment).zip(texts).enumerate() {
         let mut step = json!({
             "index": i + 1,
             "description": st.description,
@@ -693,11 +793,6 @@ async fn orchestrate(
             "message_id": null,
         });
         if let Some(who) = who {
-            let text = format!(
-                "[{plan_id}] subtask {}/{total} of \"{task}\": {}",
-                i + 1,
-                st.description
-            );
             match deliver(shared, caller, incoming, who, text, None).await {
                 Ok(m) => {
                     step["delivered"] = json!(true);
@@ -893,6 +988,136 @@ mod tests {
             shared.store.read_inbox("BOB", 0, now_ms(), 10).unwrap(),
             vec![]
         );
+    }
+
+    #[tokio::test]
+    async fn one_inbox_answer_is_bounded_and_says_there_is_more() {
+        let shared = hub(StoreLimits {
+            max_pending_bytes_per_sender: u64::MAX,
+            ..Default::default()
+        });
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        let big = "x".repeat(1_000_000);
+        for _ in 0..3 {
+            let r = tool(
+                &shared,
+                &alice,
+                "send_message",
+                json!({"to": "bob", "text": big}),
+            )
+            .await;
+            assert_eq!(r["isError"], false);
+        }
+        let mut since = json!(0);
+        for left in [2, 1, 0] {
+            let r = tool(&shared, &bob, "read_inbox", json!({"since": since})).await;
+            let sc = &r["structuredContent"];
+            assert_eq!(sc["messages"].as_array().unwrap().len(), 1);
+            assert_eq!(sc["messages"][0]["text"].as_str().unwrap().len(), 1_000_000);
+            assert_eq!(
+                (sc["more"].as_bool(), sc["pending"].as_u64()),
+                (Some(left > 0), Some(left)),
+                "{sc:.200}"
+            );
+            // The text block repeats the page with each text cut to the excerpt, not a second megabyte.
+            let text = r["content"][0]["text"].as_str().unwrap();
+            assert!(
+                text.len() < INBOX_TEXT_EXCERPT_BYTES + 2000,
+                "{}",
+                text.len()
+            );
+            let brief: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(brief["messages"][0]["text_truncated"], true);
+            assert!(r.to_string().len() < 1_000_000 + INBOX_TEXT_EXCERPT_BYTES + 4000);
+            since = sc["next_since"].clone();
+        }
+        // Small messages: one page carries up to INBOX_PAGE_BYTES of them, and the text block equals structuredContent.
+        for i in 0..90 {
+            tool(
+                &shared,
+                &alice,
+                "send_message",
+                json!({"to": "bob", "text": format!("{i}: {}", "y".repeat(3_500))}),
+            )
+            .await;
+        }
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": since})).await;
+        let sc = &r["structuredContent"];
+        let n = sc["messages"].as_array().unwrap().len();
+        assert!(
+            (50..90).contains(&n),
+            "{n} messages of ~3.5 KB in a 256 KiB page"
+        );
+        assert_eq!(sc["pending"].as_u64(), Some(90 - n as u64));
+        assert!(sc.to_string().len() <= INBOX_PAGE_BYTES + 1000);
+        let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert!(
+            &text == sc,
+            "short texts are repeated whole in the text block"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plan_stores_each_subtask_once_and_is_bounded() {
+        let shared = hub(StoreLimits {
+            max_pending_bytes_per_sender: u64::MAX,
+            ..Default::default()
+        });
+        let alice = connect(&shared, "alice", Scopes::all());
+        connect(&shared, "bob", Scopes::all());
+        // 32 lines of ~31 KB: one 1 MB task.
+        let task: String = (0..32)
+            .map(|i| format!("step {i} {}\n", "w".repeat(31_000)))
+            .collect();
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": task, "agents": ["bob"]}),
+        )
+        .await;
+        assert_eq!(
+            r["structuredContent"]["status"],
+            "delegated",
+            "{:.300}",
+            r.to_string()
+        );
+        let stored: usize = shared
+            .store
+            .read_inbox("bob", 0, now_ms(), 100)
+            .unwrap()
+            .iter()
+            .map(|m| m.text.len())
+            .sum();
+        assert!(
+            stored < task.len() + 32 * 400,
+            "{stored} bytes stored for a {} byte task",
+            task.len()
+        );
+        // A task whose default phases would store more than MAX_PLAN_BYTES is refused whole.
+        let huge = "v".repeat(MAX_PLAN_BYTES / 2);
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": huge, "agents": ["bob"]}),
+        )
+        .await;
+        assert_eq!(r["isError"], true);
+        let why = r["structuredContent"]["error"].as_str().unwrap();
+        assert!(why.contains(&MAX_PLAN_BYTES.to_string()), "{why}");
+        assert_eq!(
+            shared
+                .store
+                .read_inbox("bob", 0, now_ms(), 100)
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(task_excerpt("a\nb", 10), "a b");
+        assert_eq!(task_excerpt("abcdef", 3), "abc…");
+        assert_eq!(truncate_bytes("héllo", 2), "h");
     }
 
     #[tokio::test]

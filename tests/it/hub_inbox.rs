@@ -281,3 +281,101 @@ async fn a_share_only_user_cannot_fill_the_store_for_everyone() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn one_answer_stays_bounded_however_large_the_inbox() {
+    let (_hub, mut c) = hub_with(
+        &[
+            "--max-pending-bytes-per-sender",
+            "100000000",
+            "--max-message-bytes",
+            "3000000",
+        ],
+        &["alice", "bob"],
+    )
+    .await;
+    // 34 messages of 1 MB: carried twice in one answer they were over the bridge's 64 MiB limit.
+    let big = "m".repeat(1_000_000);
+    for i in 0..34 {
+        let r = c[0]
+            .call_tool(json!(i), "send_message", json!({"to": "bob", "text": big}))
+            .await;
+        assert_eq!(r["result"]["isError"], false, "{i}");
+    }
+    let mut since = json!(0);
+    let mut read = 0;
+    let mut largest = 0;
+    loop {
+        let r = c[1]
+            .call_tool(json!(read), "read_inbox", json!({"since": since}))
+            .await;
+        let size = r.to_string().len();
+        largest = largest.max(size);
+        let sc = structured(&r);
+        let n = sc["messages"].as_array().unwrap().len();
+        assert_eq!(n, 1, "a page over 256 KiB holds one message");
+        read += n;
+        assert_eq!(sc["pending"].as_u64(), Some(34 - read as u64));
+        since = sc["next_since"].clone();
+        if sc["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(read, 34);
+    println!("largest read_inbox answer for 1 MB messages: {largest} bytes");
+    assert!(largest < 1_100_000, "{largest}");
+
+    // One 1 MB orchestrate_collaboration of 32 subtasks stores about 1 MB, not 32 copies of the task.
+    let task: String = (0..32)
+        .map(|i| format!("part {i}: {}\n", "t".repeat(31_000)))
+        .collect();
+    let r = c[0]
+        .call_tool(
+            json!("plan"),
+            "orchestrate_collaboration",
+            json!({"task": task, "agents": ["bob"]}),
+        )
+        .await;
+    assert_eq!(structured(&r)["status"], "delegated");
+    let mut stored = 0;
+    let mut count = 0;
+    loop {
+        let r = c[1]
+            .call_tool(json!("p"), "read_inbox", json!({"since": since}))
+            .await;
+        let sc = structured(&r);
+        for m in sc["messages"].as_array().unwrap() {
+            stored += m["text"].as_str().unwrap().len();
+            count += 1;
+        }
+        since = sc["next_since"].clone();
+        if sc["more"] == false {
+            break;
+        }
+    }
+    println!(
+        "a {} byte task in 32 subtasks stored {stored} bytes of messages",
+        task.len()
+    );
+    assert_eq!(count, 32);
+    assert!(stored < task.len() + 32 * 400, "{stored}");
+    // A plan over the per-call bound is refused whole, with the number.
+    let r = c[0]
+        .call_tool(
+            json!("huge"),
+            "orchestrate_collaboration",
+            json!({"task": "h".repeat(1_500_000), "agents": ["bob"]}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], true);
+    let why = structured(&r)["error"].as_str().unwrap();
+    assert!(why.contains("at most 4194304"), "{why}");
+    let r = c[1]
+        .call_tool(json!("after"), "read_inbox", json!({"since": since}))
+        .await;
+    assert_eq!(
+        texts(&r).len(),
+        0,
+        "nothing of the refused plan was delivered"
+    );
+}
