@@ -306,6 +306,18 @@ pub struct HubArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
     #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+
+    /// Bytes of shared context (keys plus JSON values) one identity may have written.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::hub::store::StoreLimits::default().max_context_bytes_per_identity)]
+    pub max_context_bytes_per_identity: u64,
+
+    /// Shared-context keys one identity may have written.
+    #[arg(long, value_name = "N", default_value_t = crate::hub::store::StoreLimits::default().max_keys_per_identity)]
+    pub max_keys_per_identity: usize,
+
+    /// Bytes of unread message text one sender may have waiting, in all inboxes together.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::hub::store::StoreLimits::default().max_pending_bytes_per_sender)]
+    pub max_pending_bytes_per_sender: u64,
 }
 
 /// Options the hub and its `token` subcommand share: where the secret lives.

@@ -120,6 +120,9 @@ impl Settings {
                 max_keys: args.max_keys,
                 max_inbox: args.max_inbox,
                 max_db_bytes: args.max_store_bytes,
+                max_context_bytes_per_identity: args.max_context_bytes_per_identity,
+                max_keys_per_identity: args.max_keys_per_identity,
+                max_pending_bytes_per_sender: args.max_pending_bytes_per_sender,
             },
             keepalive: (args.keepalive > 0.0).then(|| Duration::from_secs_f64(args.keepalive)),
         })

@@ -6,6 +6,7 @@ mod cli;
 mod faults;
 mod guard;
 mod hosts;
+mod hub_inbox;
 mod hub_selftest;
 mod hub_session;
 mod lifecycle;
