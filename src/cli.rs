@@ -296,6 +296,11 @@ pub struct HubArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
     #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
     pub log_level: String,
+
+    /// Serve requests that carry this browser Origin (repeatable, e.g. https://app.example).
+    /// Requests with any other Origin get HTTP 403; clients that send none (bridges, SDKs) are unaffected.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
 }
 
 /// Options the hub and its `token` subcommand share: where the secret lives.

@@ -70,6 +70,8 @@ pub struct Settings {
     pub message_ttl_ms: u64,
     pub max_hops: u32,
     pub store: StoreLimits,
+    /// `--allow-origin`, normalised: browser origins whose requests are served (none by default).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Settings {
@@ -107,6 +109,12 @@ impl Settings {
                 max_inbox: args.max_inbox,
                 max_db_bytes: args.max_store_bytes,
             },
+            allowed_origins: args
+                .allow_origin
+                .iter()
+                .map(|o| server::normalize_origin(o))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
@@ -72,6 +72,8 @@ pub async fn run(
 struct Head {
     method: String,
     path: String,
+    /// httparse's minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    version: u8,
     headers: Vec<(String, String)>,
 }
 
@@ -89,19 +91,37 @@ impl Head {
     }
 }
 
+/// Why a request head could not be read.
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    #[error("request head over {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed HTTP request head")]
+    Malformed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Reads the request head (up to the blank line); bytes after it stay buffered in `reader`.
-async fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Head>> {
+///
+/// Every read goes through `take` with what is left of [`MAX_HEAD_BYTES`], so a
+/// line that never ends costs at most that much memory: `read_until` alone
+/// would buffer a line of any length before the size could be checked.
+async fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<Head>, HeadError> {
     let mut raw = Vec::with_capacity(1024);
     loop {
         let before = raw.len();
-        let n = reader.read_until(b'\n', &mut raw).await?;
+        // One byte over the budget, so "exactly at the limit" and "over it" differ.
+        let budget = (MAX_HEAD_BYTES + 1 - raw.len()) as u64;
+        let n = (&mut *reader)
+            .take(budget)
+            .read_until(b'\n', &mut raw)
+            .await?;
         if n == 0 {
             return Ok(None);
         }
         if raw.len() > MAX_HEAD_BYTES {
-            return Err(std::io::Error::other(format!(
-                "request head over {MAX_HEAD_BYTES} bytes"
-            )));
+            return Err(HeadError::TooLarge);
         }
         if &raw[before..] == b"\r\n" || &raw[before..] == b"\n" {
             break;
@@ -111,11 +131,12 @@ async fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&raw) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(std::io::Error::other("malformed HTTP request head")),
+        _ => return Err(HeadError::Malformed),
     }
     Ok(Some(Head {
         method: req.method.unwrap_or("").to_owned(),
         path: req.path.unwrap_or("/").to_owned(),
+        version: req.version.unwrap_or(0),
         headers: req
             .headers
             .iter()
@@ -158,22 +179,46 @@ async fn handle(
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => return Ok(()),
+        Ok(Err(HeadError::Io(e))) => return Err(e),
         Ok(Err(e)) => {
-            let _ = respond(
-                &mut stream,
-                "400 Bad Request",
-                "",
-                "text/plain",
-                &format!("{e}\n"),
-            )
-            .await;
-            return Err(e);
+            let status = match e {
+                HeadError::TooLarge => "431 Request Header Fields Too Large",
+                _ => "400 Bad Request",
+            };
+            // The client may still be sending; the answer is best effort, the close is not.
+            let _ = respond(&mut stream, status, "", "text/plain", &format!("{e}\n")).await;
+            return Err(std::io::Error::other(e));
         }
         Err(_) => return Ok(()),
     };
     let text = "text/plain; charset=utf-8";
-    if !head.has_token("Upgrade", "websocket") {
-        let path = head.path.split('?').next().unwrap_or("");
+    let path = head.path.split('?').next().unwrap_or("");
+    let is_upgrade = head.has_token("Upgrade", "websocket");
+    // Browsers send Origin and let any page open a WebSocket to localhost; bridges and
+    // SDK clients send none. So a request with an Origin is a web page's, refused
+    // unless listed (/health excepted: it says nothing but "ok").
+    if let Some(origin) = head.header("Origin") {
+        let allowed = &shared.settings.allowed_origins;
+        if (is_upgrade || path != "/health") && !origin_allowed(origin, allowed) {
+            if is_upgrade {
+                shared.metrics.refused("forbidden_origin");
+            }
+            info!(origin, "request refused: 403, origin not allowed");
+            return respond(
+                &mut stream,
+                "403 Forbidden",
+                "",
+                text,
+                &format!(
+                    "origin {:?} is not allowed: this hub refuses browser pages unless their origin is listed with --allow-origin ({} listed)\n",
+                    origin.trim(),
+                    allowed.len()
+                ),
+            )
+            .await;
+        }
+    }
+    if !is_upgrade {
         return match (head.method.as_str(), path) {
             ("GET", "/health") => respond(&mut stream, "200 OK", "", text, "ok\n").await,
             ("GET", "/ready") if shutdown.is_cancelled() => respond(&mut stream, "503 Service Unavailable", "", text, "draining\n").await,
@@ -188,6 +233,37 @@ async fn handle(
             _ => respond(&mut stream, "426 Upgrade Required", "Upgrade: websocket\r\n", text,
                 "This is an AICP hub: connect an MCP client with a WebSocket (ws://HOST:PORT/mcp). HTTP: /health, /ready, /metrics.\n").await,
         };
+    }
+    // RFC 6455 4.2.1: a handshake is a GET over HTTP/1.1 that asks to upgrade the connection.
+    if head.method != "GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "Allow: GET\r\n",
+            text,
+            &format!("a WebSocket upgrade must be a GET, not {}\n", head.method),
+        )
+        .await;
+    }
+    if head.version != 1 {
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "",
+            text,
+            "a WebSocket upgrade needs HTTP/1.1\n",
+        )
+        .await;
+    }
+    if !head.has_token("Connection", "upgrade") {
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "",
+            text,
+            "a WebSocket upgrade needs `Connection: Upgrade`\n",
+        )
+        .await;
     }
     let Some(key) = head.header("Sec-WebSocket-Key").map(str::to_owned) else {
         return respond(
@@ -276,4 +352,31 @@ async fn handle(
     shared.metrics.connections.dec();
     drop(slot);
     Ok(())
+}
+
+/// Whether `origin` (an `Origin` header) is one of `allowed` (normalised by [`normalize_origin`]).
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let origin = origin.trim();
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+}
+
+/// `--allow-origin`: `scheme://host[:port]` as browsers send it (lower case, no default port, no path).
+pub fn normalize_origin(flag: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "--allow-origin {flag:?}: expected an origin such as https://app.example or http://localhost:3000"
+        )
+    };
+    let url = url::Url::parse(flag.trim()).map_err(|_| bad())?;
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(bad());
+    }
+    match url.origin() {
+        o @ url::Origin::Tuple(..) => Ok(o.ascii_serialization()),
+        url::Origin::Opaque(_) => Err(bad()),
+    }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod faults;
 mod guard;
 mod hosts;
+mod hub_listener;
 mod hub_selftest;
 mod lifecycle;
 mod local_hub;

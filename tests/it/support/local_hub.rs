@@ -301,3 +301,60 @@ impl RawClient {
             .await
     }
 }
+
+// Helpers for the listener tests (tests/it/hub_listener.rs).
+impl LocalHub {
+    /// `127.0.0.1:PORT`, for raw TCP clients.
+    pub fn addr(&self) -> String {
+        self.url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/mcp")
+            .to_owned()
+    }
+
+    /// The hub child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("hub running")
+    }
+
+    /// The hub's resident set size in KiB (`VmRSS` in /proc/PID/status; Linux only).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+/// Sends `request` on a new TCP connection and returns the status code and the
+/// raw response read until the hub closes (or, for a 101, until the head ends).
+pub async fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the hub answers in time");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

@@ -1,0 +1,166 @@
+//! The local hub's listener under hostile or sloppy clients, over real sockets
+//! against the built binary: request heads that never end, sockets that never
+//! speak, browser origins, one identity taking every slot, revoked tokens,
+//! upgrades that are not GET/HTTP/1.1/`Connection: Upgrade`, and the modes of
+//! the files the hub writes.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::local_hub::{LocalHub, RawClient, raw_http};
+
+/// The hub's `MAX_HEAD_BYTES` (src/hub/server.rs).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// A WebSocket upgrade request as raw bytes: `method`, `version` and extra header lines.
+fn upgrade_request(method: &str, version: &str, connection: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "{method} /mcp {version}\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n{connection}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+fn good_upgrade(extra: &str) -> Vec<u8> {
+    upgrade_request("GET", "HTTP/1.1", "Connection: Upgrade\r\n", extra)
+}
+
+#[tokio::test]
+async fn a_head_one_byte_over_the_limit_gets_431_saying_the_limit() {
+    let hub = LocalHub::start(&["--open"]).await;
+    // Exactly one byte over, none after it: the hub reads all of it, so its close is a clean FIN.
+    let mut req = b"GET /mcp HTTP/1.1\r\nX-Long: ".to_vec();
+    req.resize(MAX_HEAD_BYTES + 1, b'a');
+    let (status, text) = raw_http(&hub.addr(), &req).await;
+    assert_eq!(status, 431, "{text}");
+    assert!(text.contains(&MAX_HEAD_BYTES.to_string()), "{text}");
+}
+
+#[tokio::test]
+async fn a_header_line_without_line_feed_is_cut_off_and_memory_stays_bounded() {
+    let hub = LocalHub::start(&["--open"]).await;
+    let rss_before = hub.rss_kib();
+    let mut s = TcpStream::connect(hub.addr()).await.unwrap();
+    s.write_all(b"GET /mcp HTTP/1.1\r\nX-Long: ").await.unwrap();
+    // Up to 64 MiB of one header line: the hub must stop reading (and close) long before.
+    const TOTAL: usize = 64 << 20;
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    let flood = async {
+        while sent < TOTAL {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), flood)
+        .await
+        .expect("the writes end (the hub closed) in time");
+    let rss_after = hub.rss_kib();
+    eprintln!(
+        "flood: sent {sent} bytes before the hub closed; hub RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    assert!(
+        sent < TOTAL,
+        "the hub read all {TOTAL} bytes of one header line"
+    );
+    assert!(
+        rss_after < 60 * 1024,
+        "hub RSS {rss_after} KiB after the flood (before: {rss_before} KiB)"
+    );
+    // A good client still gets a working session.
+    let mut c = RawClient::agent(hub.url(), None, &[]).await;
+    let r = c
+        .request(serde_json::json!(1), "ping", serde_json::json!({}))
+        .await;
+    assert_eq!(r["result"], serde_json::json!({}), "{r}");
+}
+
+#[tokio::test]
+async fn upgrades_must_be_get_over_http_1_1_with_connection_upgrade() {
+    let hub = LocalHub::start(&["--open"]).await;
+    let addr = hub.addr();
+    let post = upgrade_request("POST", "HTTP/1.1", "Connection: Upgrade\r\n", "");
+    let (status, text) = raw_http(&addr, &post).await;
+    assert_eq!(status, 405, "{text}");
+    assert!(
+        text.contains("Allow: GET") && text.contains("GET"),
+        "{text}"
+    );
+
+    let no_connection = upgrade_request("GET", "HTTP/1.1", "", "");
+    let (status, text) = raw_http(&addr, &no_connection).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("Connection: Upgrade"), "{text}");
+
+    let keep_alive = upgrade_request("GET", "HTTP/1.1", "Connection: keep-alive\r\n", "");
+    let (status, text) = raw_http(&addr, &keep_alive).await;
+    assert_eq!(status, 400, "{text}");
+
+    let http10 = upgrade_request("GET", "HTTP/1.0", "Connection: Upgrade\r\n", "");
+    let (status, text) = raw_http(&addr, &http10).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("HTTP/1.1"), "{text}");
+
+    // The token list form browsers send is fine.
+    let listed = upgrade_request("GET", "HTTP/1.1", "Connection: keep-alive, Upgrade\r\n", "");
+    let (status, text) = raw_http(&addr, &listed).await;
+    assert_eq!(status, 101, "{text}");
+}
+
+#[tokio::test]
+async fn browser_origins_are_refused_unless_allowed() {
+    // With --open: any page could otherwise drive the hub from the user's browser.
+    let open = LocalHub::start(&["--open"]).await;
+    let (status, text) = raw_http(
+        &open.addr(),
+        &good_upgrade("Origin: https://evil.example\r\n"),
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("--allow-origin"), "{text}");
+    let (status, text) = raw_http(&open.addr(), &good_upgrade("")).await;
+    assert_eq!(
+        status, 101,
+        "no Origin (bridges, SDKs) is unaffected: {text}"
+    );
+
+    // With tokens, and an allow list (normalised: case, trailing slash).
+    let hub = LocalHub::start(&["--allow-origin", "https://Good.example/"]).await;
+    let token = hub.token("alice", "share,read,message");
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (status, text) = raw_http(
+        &hub.addr(),
+        &good_upgrade(&format!("{auth}Origin: https://evil.example\r\n")),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a valid token does not make a foreign page welcome: {text}"
+    );
+    let (status, text) = raw_http(
+        &hub.addr(),
+        &good_upgrade(&format!("{auth}Origin: https://good.example\r\n")),
+    )
+    .await;
+    assert_eq!(status, 101, "{text}");
+    let (status, text) = raw_http(
+        &hub.addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    let (status, text) = raw_http(
+        &hub.addr(),
+        b"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, metrics) = hub.http_get("/metrics").await;
+    assert!(
+        metrics.contains("aicp_hub_upgrades_refused_total{reason=\"forbidden_origin\"} 1"),
+        "{metrics}"
+    );
+}
