@@ -188,6 +188,8 @@ impl SqliteStore {
         use anyhow::Context;
         create_private_dir(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let path = dir.join(DB_FILE);
+        create_private_files(&path)
+            .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let store = SqliteStore::with_connection(conn, limits)
@@ -240,6 +242,35 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(dir)
+}
+
+/// Creates the database file readable by its owner only (0600) before SQLite
+/// opens it, whatever the directory's mode or the umask: it holds messages and
+/// shared state. SQLite gives the `-wal` and `-shm` files it creates the
+/// database file's mode, so this covers them; files an older hub left with the
+/// umask's mode are narrowed here.
+fn create_private_files(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {

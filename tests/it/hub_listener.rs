@@ -164,3 +164,50 @@ async fn browser_origins_are_refused_unless_allowed() {
         "{metrics}"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn every_file_the_hub_writes_is_private_whatever_the_dir_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    // A data dir someone made world-readable, holding a database file an older hub left 0644.
+    let hub = LocalHub::start_prepared(&[], |dir| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("hub.sqlite3"), b"").unwrap();
+        std::fs::set_permissions(
+            dir.join("hub.sqlite3"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    })
+    .await;
+    let token = hub.token("alice", "share,read,message");
+    let mut c = RawClient::agent(hub.url(), Some(&token), &[]).await;
+    let r = c
+        .call_tool(
+            serde_json::json!(1),
+            "share_context",
+            serde_json::json!({"context_key": "k", "context_value": "secret plan"}),
+        )
+        .await;
+    assert_eq!(r["result"]["isError"], serde_json::json!(false), "{r}");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(hub.data_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+        names.push(name);
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "hub.sqlite3",
+            "hub.sqlite3-shm",
+            "hub.sqlite3-wal",
+            "jwt-secret"
+        ],
+        "the write went through the WAL"
+    );
+}

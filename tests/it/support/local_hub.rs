@@ -358,3 +358,18 @@ pub async fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+impl LocalHub {
+    /// Like [`LocalHub::start`], after `prepare` has run on the (not yet created) data dir's path.
+    pub async fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> LocalHub {
+        let (_, home) = command(&[]);
+        let data_dir = home.path().join("hub-data");
+        prepare(&data_dir);
+        LocalHub::start_in(
+            home,
+            data_dir,
+            extra.iter().map(|s| s.to_string()).collect(),
+        )
+        .await
+    }
+}
