@@ -320,6 +320,18 @@ pub struct HubCommonArgs {
 pub enum HubAction {
     /// Print a token for the hub (signed with its secret) to stdout, and nothing else.
     Token(TokenArgs),
+    /// Refuse every token already issued for a subject (a running hub sees it at the next upgrade).
+    ///
+    /// Records now as the subject's not-before in the hub's store: its tokens issued
+    /// earlier get HTTP 401; tokens issued from now on work. Connections already open stay open.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The identity (token subject) whose earlier tokens are refused.
+    #[arg(long, value_name = "NAME")]
+    pub sub: String,
 }
 
 #[derive(Debug, Args)]
@@ -328,7 +340,7 @@ pub struct TokenArgs {
     #[arg(long, value_name = "NAME")]
     pub sub: String,
 
-    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s.
+    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s (at most 3650d).
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub ttl: String,
 

@@ -191,8 +191,10 @@ fn load_secret(common: &HubCommonArgs, data_dir: &std::path::Path) -> anyhow::Re
 
 /// `aicp-bridge hub …`.
 pub fn hub_main(args: HubArgs) -> anyhow::Result<()> {
-    if let Some(crate::cli::HubAction::Token(t)) = &args.action {
-        return token_main(&args.common, t);
+    match &args.action {
+        Some(crate::cli::HubAction::Token(t)) => return token_main(&args.common, t),
+        Some(crate::cli::HubAction::Revoke(r)) => return revoke_main(&args.common, r),
+        None => {}
     }
     let settings = Settings::from_args(&args)?;
     crate::logging::init(&args.log_level, None, Vec::new())?;
@@ -254,18 +256,38 @@ async fn purge_loop(shared: Arc<Shared>) {
     }
 }
 
+/// `--sub` of `hub token` and `hub revoke`, trimmed and checked.
+fn identity_arg(sub: &str) -> anyhow::Result<&str> {
+    let id = sub.trim();
+    if id.is_empty() || id.contains('/') || id.chars().any(char::is_whitespace) {
+        bail!("--sub {sub:?}: an identity must be non-empty, without spaces or '/'");
+    }
+    Ok(id)
+}
+
 /// `aicp-bridge hub token`: the token alone on stdout.
 fn token_main(common: &HubCommonArgs, t: &TokenArgs) -> anyhow::Result<()> {
-    let sub = t.sub.trim();
-    if sub.is_empty() || sub.contains('/') || sub.chars().any(char::is_whitespace) {
-        bail!(
-            "--sub {:?}: an identity must be non-empty, without spaces or '/'",
-            t.sub
-        );
-    }
-    let ttl = auth::parse_ttl(&t.ttl).map_err(anyhow::Error::msg)?;
+    let sub = identity_arg(&t.sub)?;
+    let ttl = auth::parse_ttl(&t.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let scopes = Scopes::from_list(t.scopes.iter().map(String::as_str))?;
     let secret = load_secret(common, &data_dir(common)?)?;
-    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000));
+    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000)?);
+    Ok(())
+}
+
+/// `aicp-bridge hub revoke`: records now as the subject's not-before in the store,
+/// which a running hub reads at every upgrade (SQLite lets both open it).
+fn revoke_main(common: &HubCommonArgs, r: &crate::cli::RevokeArgs) -> anyhow::Result<()> {
+    let sub = identity_arg(&r.sub)?;
+    let dir = data_dir(common)?;
+    let store = SqliteStore::open(&dir, StoreLimits::default())?;
+    let now = now_ms() / 1000;
+    store
+        .revoke_subject(sub, now)
+        .with_context(|| format!("recording the revocation in {}", dir.display()))?;
+    store.close()?;
+    println!(
+        "revoked: tokens for {sub} issued before {now} (unix seconds) are refused from the next connection"
+    );
     Ok(())
 }

@@ -299,7 +299,33 @@ async fn handle(
         Auth::Open => None,
         Auth::Jwt(secret) => {
             match auth::bearer(head.header("Authorization")).and_then(|t| secret.verify(t)) {
-                Ok(p) => Some(p),
+                Ok(p) => match revoked(&shared, &p).await {
+                    Ok(None) => Some(p),
+                    Ok(Some(reason)) => {
+                        shared.metrics.refused("revoked");
+                        info!(identity = %p.subject, "upgrade refused: 401, token revoked");
+                        return respond(
+                            &mut stream,
+                            "401 Unauthorized",
+                            "WWW-Authenticate: Bearer realm=\"aicp-hub\", error=\"invalid_token\"\r\n",
+                            text,
+                            &format!("{reason}\n"),
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        // Fail closed: a token that may be revoked is not taken on trust.
+                        warn!(error = %e, "upgrade refused: 503, revocations unreadable");
+                        return respond(
+                            &mut stream,
+                            "503 Service Unavailable",
+                            "Retry-After: 5\r\n",
+                            text,
+                            "the hub cannot check token revocations right now\n",
+                        )
+                        .await;
+                    }
+                },
                 Err(e) => {
                     shared.metrics.refused("unauthorized");
                     info!(error = %e, "upgrade refused: 401");
@@ -379,4 +405,21 @@ pub fn normalize_origin(flag: &str) -> Result<String, String> {
         o @ url::Origin::Tuple(..) => Ok(o.ascii_serialization()),
         url::Origin::Opaque(_) => Err(bad()),
     }
+}
+
+/// Why `p`'s token is revoked (`hub revoke` recorded a not-before after its `iat`), if it is.
+/// Read from the store at every upgrade, so a running hub sees a revocation at once.
+async fn revoked(shared: &Shared, p: &Principal) -> Result<Option<String>, String> {
+    let store = shared.store.clone();
+    let subject = p.subject.clone();
+    let not_before = tokio::task::spawn_blocking(move || store.subject_not_before(&subject))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(not_before.filter(|nb| p.issued_at < *nb).map(|nb| {
+        format!(
+            "token revoked: tokens for {} issued before {nb} (unix seconds) were revoked with `aicp-bridge hub revoke`; this one was issued at {}. Issue a new one with `aicp-bridge hub token --sub {}`",
+            p.subject, p.issued_at, p.subject
+        )
+    }))
 }

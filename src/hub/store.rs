@@ -112,6 +112,11 @@ pub trait Store: Send + Sync + 'static {
     fn size_bytes(&self) -> u64;
     /// Flushes the write-ahead log into the database; called once at shutdown.
     fn close(&self) -> Result<(), StoreError>;
+    /// `hub revoke`: tokens for `subject` issued before `not_before` (unix seconds) are
+    /// refused from now on. A later revocation moves the time forward, never back.
+    fn revoke_subject(&self, subject: &str, not_before: u64) -> Result<(), StoreError>;
+    /// The subject's revocation time, if it was ever revoked.
+    fn subject_not_before(&self, subject: &str) -> Result<Option<u64>, StoreError>;
 }
 
 pub struct SqliteStore {
@@ -181,6 +186,8 @@ CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
 CREATE TABLE IF NOT EXISTS agents (
   identity TEXT PRIMARY KEY, client_name TEXT, client_version TEXT, capabilities TEXT NOT NULL,
   last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked_subjects (
+  subject TEXT PRIMARY KEY, not_before INTEGER NOT NULL);
 ";
 
 impl SqliteStore {
@@ -485,6 +492,25 @@ impl Store for SqliteStore {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| self.write_err(e))
     }
+
+    fn revoke_subject(&self, subject: &str, not_before: u64) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO revoked_subjects (subject, not_before) VALUES (?1, ?2)
+                 ON CONFLICT(subject) DO UPDATE SET not_before = max(not_before, excluded.not_before)",
+                params![subject, not_before as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn subject_not_before(&self, subject: &str) -> Result<Option<u64>, StoreError> {
+        self.lock()
+            .prepare_cached("SELECT not_before FROM revoked_subjects WHERE subject = ?1")
+            .and_then(|mut s| s.query_row([subject], |r| r.get::<_, i64>(0)).optional())
+            .map(|t| t.map(|t| t.max(0) as u64))
+            .map_err(StoreError::Read)
+    }
 }
 
 #[cfg(test)]
@@ -638,5 +664,18 @@ mod tests {
         s.agent_seen(&rec).unwrap();
         assert_eq!(s.agents_seen().unwrap(), vec![rec]);
         assert!(s.size_bytes() > 0);
+    }
+
+    #[test]
+    fn revocation_times_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), None);
+        s.revoke_subject("alice", 200).unwrap();
+        s.revoke_subject("alice", 100).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), Some(200));
+        s.revoke_subject("alice", 300).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), Some(300));
+        assert_eq!(s.subject_not_before("bob").unwrap(), None);
     }
 }

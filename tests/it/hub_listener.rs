@@ -211,3 +211,79 @@ async fn every_file_the_hub_writes_is_private_whatever_the_dir_mode() {
         "the write went through the WAL"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_subject_s_earlier_tokens_get_401_without_a_restart() {
+    let hub = LocalHub::start(&[]).await;
+    let old = hub.token("alice", "share,read,message");
+    let bob = hub.token("bob", "share,read,message");
+    RawClient::agent(hub.url(), Some(&old), &[]).await;
+    // `iat` has one-second resolution: a token from the revocation's own second still works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = std::process::Command::new(crate::support::bridge::BIN)
+        .args(["hub", "revoke", "--sub", "alice", "--data-dir"])
+        .arg(hub.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match RawClient::try_connect(hub.url(), Some(&old)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("revoked"), "{body}");
+        }
+        Err(e) => panic!("expected HTTP 401, got {e}"),
+        Ok(_) => panic!("a revoked token connected"),
+    }
+    RawClient::agent(hub.url(), Some(&bob), &[]).await;
+    let new = hub.token("alice", "share,read,message");
+    let mut c = RawClient::agent(hub.url(), Some(&new), &[]).await;
+    let r = c
+        .call_tool(serde_json::json!(1), "whoami", serde_json::json!({}))
+        .await;
+    assert_eq!(r["result"]["structuredContent"]["identity"], "alice", "{r}");
+    let (_, metrics) = hub.http_get("/metrics").await;
+    assert!(
+        metrics.contains("aicp_hub_upgrades_refused_total{reason=\"revoked\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_ttl_that_would_overflow_is_refused_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    for ttl in ["18446744073709551615", "3651d"] {
+        let out = std::process::Command::new(crate::support::bridge::BIN)
+            .args(["hub", "token", "--sub", "alice", "--ttl", ttl, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--ttl {ttl} exited 0");
+        assert!(out.stdout.is_empty(), "--ttl {ttl} printed a token");
+        assert!(stderr.contains("3650 days"), "--ttl {ttl}: {stderr}");
+    }
+    let out = std::process::Command::new(crate::support::bridge::BIN)
+        .args([
+            "hub",
+            "token",
+            "--sub",
+            "alice",
+            "--ttl",
+            "3650d",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
