@@ -301,6 +301,10 @@ pub struct HubArgs {
     /// Requests with any other Origin get HTTP 403; clients that send none (bridges, SDKs) are unaffected.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+
+    /// Most simultaneous WebSocket connections of one identity (token subject); more get HTTP 429.
+    #[arg(long, value_name = "N", default_value_t = crate::hub::DEFAULT_MAX_CONNECTIONS_PER_IDENTITY)]
+    pub max_connections_per_identity: usize,
 }
 
 /// Options the hub and its `token` subcommand share: where the secret lives.

@@ -50,6 +50,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// Frames beyond this end the connection (tungstenite refuses to buffer them); see docs/hub.md.
 pub const HARD_FRAME_LIMIT_FACTOR: usize = 8;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Sessions one identity (token subject) may hold at once, so one token cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IDENTITY: usize = 16;
 /// Unread messages expire after a week.
 pub const DEFAULT_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long shutdown waits for in-flight calls before closing connections anyway.
@@ -72,6 +74,8 @@ pub struct Settings {
     pub store: StoreLimits,
     /// `--allow-origin`, normalised: browser origins whose requests are served (none by default).
     pub allowed_origins: Vec<String>,
+    /// `--max-connections-per-identity`: sessions one token subject may hold (at least 1).
+    pub max_connections_per_identity: usize,
 }
 
 impl Settings {
@@ -115,6 +119,7 @@ impl Settings {
                 .map(|o| server::normalize_origin(o))
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?,
+            max_connections_per_identity: args.max_connections_per_identity.max(1),
         })
     }
 }

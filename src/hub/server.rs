@@ -5,7 +5,8 @@
 //! a missing or invalid token gets HTTP 401 and no MCP traffic at all. Each
 //! accepted connection gets its own task (`session::run`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -36,8 +37,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
-    // Bounds simultaneous WebSocket sessions (HTTP probes are not counted).
-    let slots = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let slots = Arc::new(Slots {
+        sessions: Arc::new(Semaphore::new(shared.settings.max_connections)),
+        per_identity: Arc::new(PerIdentity {
+            limit: shared.settings.max_connections_per_identity,
+            open: Mutex::default(),
+        }),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -67,6 +73,54 @@ pub async fn run(
     tracker.close();
     info!(connections = tracker.len(), "no longer accepting; draining");
     tracker.wait().await;
+}
+
+/// What bounds the connections outsiders can hold.
+struct Slots {
+    /// Simultaneous WebSocket sessions (`--max-connections`); a session holds its permit until it ends.
+    sessions: Arc<Semaphore>,
+    /// Sessions per token subject, so one identity cannot take every session slot.
+    per_identity: Arc<PerIdentity>,
+}
+
+/// Open sessions per identity (`--max-connections-per-identity`). An entry lives
+/// only while its identity has a session, so the map is bounded by `--max-connections`.
+struct PerIdentity {
+    limit: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl PerIdentity {
+    fn try_acquire(self: &Arc<Self>, identity: &str) -> Option<IdentitySlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(identity.to_owned()).or_default();
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(IdentitySlot {
+            owner: self.clone(),
+            identity: identity.to_owned(),
+        })
+    }
+}
+
+/// One identity's session slot; given back on drop.
+struct IdentitySlot {
+    owner: Arc<PerIdentity>,
+    identity: String,
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.identity) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.identity);
+            }
+        }
+    }
 }
 
 struct Head {
@@ -171,7 +225,7 @@ async fn handle(
     stream: TcpStream,
     shared: Arc<Shared>,
     auth: Arc<Auth>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
@@ -341,7 +395,30 @@ async fn handle(
             }
         }
     };
-    let Ok(slot) = slots.try_acquire_owned() else {
+    // Only a token names an identity up front; with --open each connection is its own.
+    let identity_slot = match &principal {
+        Some(p) => match slots.per_identity.try_acquire(&p.subject) {
+            Some(s) => Some(s),
+            None => {
+                shared.metrics.refused("too_many_connections_per_identity");
+                let limit = slots.per_identity.limit;
+                warn!(identity = %p.subject, limit, "upgrade refused: per-identity connection limit");
+                return respond(
+                    &mut stream,
+                    "429 Too Many Requests",
+                    "Retry-After: 5\r\n",
+                    text,
+                    &format!(
+                        "too many connections for {} (limit {limit} per identity, --max-connections-per-identity)\n",
+                        p.subject
+                    ),
+                )
+                .await;
+            }
+        },
+        None => None,
+    };
+    let Ok(slot) = slots.sessions.clone().try_acquire_owned() else {
         shared.metrics.refused("too_many_connections");
         let limit = shared.settings.max_connections;
         warn!(limit, "upgrade refused: connection limit");
@@ -376,7 +453,7 @@ async fn handle(
     shared.metrics.connections_total.inc();
     session::run(ws, shared.clone(), principal, shutdown).await;
     shared.metrics.connections.dec();
-    drop(slot);
+    drop((slot, identity_slot));
     Ok(())
 }
 

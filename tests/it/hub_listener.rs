@@ -287,3 +287,47 @@ async fn a_ttl_that_would_overflow_is_refused_with_a_non_zero_exit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn one_identity_cannot_take_every_connection_slot() {
+    let hub = LocalHub::start(&["--max-connections-per-identity", "2"]).await;
+    let alice = hub.token("alice", "share,read,message");
+    let first = RawClient::agent(hub.url(), Some(&alice), &[]).await;
+    let _second = RawClient::agent(hub.url(), Some(&alice), &[]).await;
+    match RawClient::try_connect(hub.url(), Some(&alice)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("alice") && body.contains("limit 2"), "{body}");
+        }
+        Err(e) => panic!("expected HTTP 429, got {e}"),
+        Ok(_) => panic!("a third connection of alice was accepted"),
+    }
+    let bob = hub.token("bob", "share,read,message");
+    let mut b = RawClient::agent(hub.url(), Some(&bob), &[]).await;
+    let r = b
+        .call_tool(serde_json::json!(1), "whoami", serde_json::json!({}))
+        .await;
+    assert_eq!(r["result"]["structuredContent"]["identity"], "bob", "{r}");
+    let (_, metrics) = hub.http_get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "aicp_hub_upgrades_refused_total{reason=\"too_many_connections_per_identity\"} 1"
+        ),
+        "{metrics}"
+    );
+    // A closed session gives its slot back.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while RawClient::try_connect(hub.url(), Some(&alice))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's slot was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
