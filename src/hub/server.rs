@@ -5,7 +5,8 @@
 //! a missing or invalid token gets HTTP 401 and no MCP traffic at all. Each
 //! accepted connection gets its own task (`session::run`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +25,16 @@ use super::{Auth, HARD_FRAME_LIMIT_FACTOR, Shared, session};
 
 /// Longest request head accepted; a client sending more is not a WebSocket client.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// A client must send its request head within this time (slowloris guard).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request head within this time (slowloris guard). A
+/// bridge or SDK sends it at once; a socket still silent after this is closed.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fewest and most sockets held in the HTTP phase (accepted, not yet answered or
+/// upgraded) at once; between these bounds, `--max-connections`. Every accepted
+/// socket takes one of these places before its head is read, so silent sockets
+/// cannot exhaust file descriptors; the floor keeps a health probe from evicting
+/// a bridge's handshake on a hub with `--max-connections 1`.
+const MIN_PENDING_HANDSHAKES: usize = 16;
+const MAX_PENDING_HANDSHAKES: usize = 128;
 /// The subprotocol the bridge offers; echoed when asked for.
 const SUBPROTOCOL: &str = "mcp";
 
@@ -43,6 +52,14 @@ pub async fn run(
             limit: shared.settings.max_connections_per_identity,
             open: Mutex::default(),
         }),
+    });
+    let handshakes = Arc::new(Handshakes {
+        limit: shared
+            .settings
+            .max_connections
+            .clamp(MIN_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES),
+        waiting: Mutex::default(),
+        next: AtomicU64::new(0),
     });
     loop {
         let (stream, peer) = tokio::select! {
@@ -63,9 +80,20 @@ pub async fn run(
             slots.clone(),
             shutdown.clone(),
         );
+        // Taken at accept, before a byte is read: a socket that never speaks still counts.
+        let handshake = handshakes.admit();
+        let evicted = handshake.evicted.clone();
         tracker.spawn(async move {
-            if let Err(e) = handle(stream, shared, auth, slots, shutdown).await {
-                debug!(%peer, error = %e, "connection ended during the HTTP exchange");
+            tokio::select! {
+                // Only fires before the upgrade: `Handshake::upgrading` leaves the queue first.
+                _ = evicted.cancelled() => {
+                    debug!(%peer, "closed in the HTTP phase to make room for a newer socket");
+                }
+                r = handle(stream, shared, auth, slots, handshake, shutdown) => {
+                    if let Err(e) = r {
+                        debug!(%peer, error = %e, "connection ended during the HTTP exchange");
+                    }
+                }
             }
         });
     }
@@ -120,6 +148,72 @@ impl Drop for IdentitySlot {
                 open.remove(&self.identity);
             }
         }
+    }
+}
+
+/// The sockets in the HTTP phase, oldest first. When full, admitting a socket
+/// closes the one waiting longest: a client sends its head within milliseconds of
+/// connecting, so the oldest is the likeliest to be silent, and good clients are
+/// never locked out (a full pool that refused new sockets would let a few silent
+/// ones keep everyone out for [`HEAD_TIMEOUT`], again and again).
+struct Handshakes {
+    limit: usize,
+    /// (admission number, the token that closes that socket), in admission order.
+    waiting: Mutex<VecDeque<(u64, CancellationToken)>>,
+    next: AtomicU64,
+}
+
+impl Handshakes {
+    fn admit(self: &Arc<Self>) -> Handshake {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evicted = CancellationToken::new();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while waiting.len() >= self.limit {
+            let Some((_, oldest)) = waiting.pop_front() else {
+                break;
+            };
+            oldest.cancel();
+        }
+        waiting.push_back((id, evicted.clone()));
+        Handshake {
+            owner: self.clone(),
+            id,
+            evicted,
+        }
+    }
+
+    /// Leaves the queue; false if the socket was already evicted.
+    fn remove(&self, id: u64) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match waiting.iter().position(|(i, _)| *i == id) {
+            Some(at) => {
+                waiting.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One socket's place in the HTTP phase; given back on drop or at the upgrade.
+struct Handshake {
+    owner: Arc<Handshakes>,
+    id: u64,
+    /// Cancelled when a newer socket needs the place.
+    evicted: CancellationToken,
+}
+
+impl Handshake {
+    /// Leaves the HTTP phase for a WebSocket session (which holds a session slot
+    /// instead); false if the socket was evicted a moment ago.
+    fn upgrading(&self) -> bool {
+        self.owner.remove(self.id)
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.owner.remove(self.id);
     }
 }
 
@@ -226,6 +320,7 @@ async fn handle(
     shared: Arc<Shared>,
     auth: Arc<Auth>,
     slots: Arc<Slots>,
+    handshake: Handshake,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
@@ -431,6 +526,9 @@ async fn handle(
         )
         .await;
     };
+    if !handshake.upgrading() {
+        return Ok(());
+    }
     let protocol = if head.has_token("Sec-WebSocket-Protocol", SUBPROTOCOL) {
         format!("Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n")
     } else {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::local_hub::{LocalHub, RawClient, raw_http};
@@ -330,4 +330,67 @@ async fn one_identity_cannot_take_every_connection_slot() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The hub's pending-handshake pool with `--max-connections 8`: the floor,
+/// `MIN_PENDING_HANDSHAKES` (src/hub/server.rs).
+const PENDING_HANDSHAKES_AT_8: usize = 16;
+
+#[tokio::test]
+async fn silent_sockets_are_bounded_and_cannot_lock_out_a_good_client() {
+    let hub = LocalHub::start(&["--open", "--max-connections", "8"]).await;
+    let addr = hub.addr();
+    let fds_before = hub.fd_count();
+    const SILENT: usize = 40;
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // A good client gets a working session at once, not after the head timeout.
+    let started = std::time::Instant::now();
+    let mut c = RawClient::agent(hub.url(), None, &[]).await;
+    let r = c
+        .request(serde_json::json!(1), "ping", serde_json::json!({}))
+        .await;
+    assert_eq!(r["result"], serde_json::json!({}), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the good client waited {:?}",
+        started.elapsed()
+    );
+    // The hub closed the oldest silent sockets to stay within its pool, well before its
+    // 5 s head timeout: reads see end of file (or a reset) within 2 s.
+    let closed = futures_util::future::join_all(silent.iter_mut().map(|s| async move {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }))
+    .await
+    .into_iter()
+    .filter(|c| *c)
+    .count();
+    let fds_after = hub.fd_count();
+    eprintln!(
+        "silent sockets: {SILENT} opened, {closed} closed by the hub within 2 s; hub fds {fds_before} before, {fds_after} with the rest open"
+    );
+    assert!(
+        closed > SILENT - PENDING_HANDSHAKES_AT_8,
+        "only {closed} of {SILENT} silent sockets were closed"
+    );
+    // The pool plus one session (and a little slack for the runtime), not one per silent socket.
+    assert!(
+        fds_after <= fds_before + PENDING_HANDSHAKES_AT_8 + 1 + 2,
+        "hub holds {fds_after} fds (before: {fds_before})"
+    );
+    // The session is not in the HTTP-phase pool: more silent sockets do not evict it.
+    let mut more = Vec::new();
+    for _ in 0..SILENT {
+        more.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let r = c
+        .request(serde_json::json!(2), "ping", serde_json::json!({}))
+        .await;
+    assert_eq!(r["result"], serde_json::json!({}), "{r}");
 }

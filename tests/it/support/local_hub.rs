@@ -373,3 +373,12 @@ impl LocalHub {
         .await
     }
 }
+
+impl LocalHub {
+    /// How many file descriptors the hub holds open (/proc/PID/fd; Linux only).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+}
