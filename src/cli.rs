@@ -318,6 +318,15 @@ pub struct HubArgs {
     /// Bytes of unread message text one sender may have waiting, in all inboxes together.
     #[arg(long, value_name = "BYTES", default_value_t = crate::hub::store::StoreLimits::default().max_pending_bytes_per_sender)]
     pub max_pending_bytes_per_sender: u64,
+
+    /// Serve requests that carry this browser Origin (repeatable, e.g. https://app.example).
+    /// Requests with any other Origin get HTTP 403; clients that send none (bridges, SDKs) are unaffected.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+
+    /// Most simultaneous WebSocket connections of one identity (token subject); more get HTTP 429.
+    #[arg(long, value_name = "N", default_value_t = crate::hub::DEFAULT_MAX_CONNECTIONS_PER_IDENTITY)]
+    pub max_connections_per_identity: usize,
 }
 
 /// Options the hub and its `token` subcommand share: where the secret lives.
@@ -337,6 +346,18 @@ pub struct HubCommonArgs {
 pub enum HubAction {
     /// Print a token for the hub (signed with its secret) to stdout, and nothing else.
     Token(TokenArgs),
+    /// Refuse every token already issued for a subject (a running hub sees it at the next upgrade).
+    ///
+    /// Records now as the subject's not-before in the hub's store: its tokens issued
+    /// earlier get HTTP 401; tokens issued from now on work. Connections already open stay open.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The identity (token subject) whose earlier tokens are refused.
+    #[arg(long, value_name = "NAME")]
+    pub sub: String,
 }
 
 #[derive(Debug, Args)]
@@ -345,7 +366,7 @@ pub struct TokenArgs {
     #[arg(long, value_name = "NAME")]
     pub sub: String,
 
-    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s.
+    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s (at most 3650d).
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub ttl: String,
 

@@ -56,6 +56,8 @@ pub const ANSWER_LIMIT_FACTOR: usize = 4;
 /// How often the hub pings each connection; two intervals of silence drop it.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Sessions one identity (token subject) may hold at once, so one token cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IDENTITY: usize = 16;
 /// Unread messages expire after a week.
 pub const DEFAULT_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long shutdown waits for in-flight calls before closing connections anyway.
@@ -78,6 +80,10 @@ pub struct Settings {
     pub store: StoreLimits,
     /// Ping interval; None (`--keepalive 0`) sends no pings and drops nobody for silence.
     pub keepalive: Option<Duration>,
+    /// `--allow-origin`, normalised: browser origins whose requests are served (none by default).
+    pub allowed_origins: Vec<String>,
+    /// `--max-connections-per-identity`: sessions one token subject may hold (at least 1).
+    pub max_connections_per_identity: usize,
 }
 
 impl Settings {
@@ -125,6 +131,13 @@ impl Settings {
                 max_pending_bytes_per_sender: args.max_pending_bytes_per_sender,
             },
             keepalive: (args.keepalive > 0.0).then(|| Duration::from_secs_f64(args.keepalive)),
+            allowed_origins: args
+                .allow_origin
+                .iter()
+                .map(|o| server::normalize_origin(o))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
+            max_connections_per_identity: args.max_connections_per_identity.max(1),
         })
     }
 }
@@ -201,8 +214,10 @@ fn load_secret(common: &HubCommonArgs, data_dir: &std::path::Path) -> anyhow::Re
 
 /// `aicp-bridge hub …`.
 pub fn hub_main(args: HubArgs) -> anyhow::Result<()> {
-    if let Some(crate::cli::HubAction::Token(t)) = &args.action {
-        return token_main(&args.common, t);
+    match &args.action {
+        Some(crate::cli::HubAction::Token(t)) => return token_main(&args.common, t),
+        Some(crate::cli::HubAction::Revoke(r)) => return revoke_main(&args.common, r),
+        None => {}
     }
     let settings = Settings::from_args(&args)?;
     crate::logging::init(&args.log_level, None, Vec::new())?;
@@ -264,18 +279,38 @@ async fn purge_loop(shared: Arc<Shared>) {
     }
 }
 
+/// `--sub` of `hub token` and `hub revoke`, trimmed and checked.
+fn identity_arg(sub: &str) -> anyhow::Result<&str> {
+    let id = sub.trim();
+    if id.is_empty() || id.contains('/') || id.chars().any(char::is_whitespace) {
+        bail!("--sub {sub:?}: an identity must be non-empty, without spaces or '/'");
+    }
+    Ok(id)
+}
+
 /// `aicp-bridge hub token`: the token alone on stdout.
 fn token_main(common: &HubCommonArgs, t: &TokenArgs) -> anyhow::Result<()> {
-    let sub = t.sub.trim();
-    if sub.is_empty() || sub.contains('/') || sub.chars().any(char::is_whitespace) {
-        bail!(
-            "--sub {:?}: an identity must be non-empty, without spaces or '/'",
-            t.sub
-        );
-    }
-    let ttl = auth::parse_ttl(&t.ttl).map_err(anyhow::Error::msg)?;
+    let sub = identity_arg(&t.sub)?;
+    let ttl = auth::parse_ttl(&t.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let scopes = Scopes::from_list(t.scopes.iter().map(String::as_str))?;
     let secret = load_secret(common, &data_dir(common)?)?;
-    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000));
+    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000)?);
+    Ok(())
+}
+
+/// `aicp-bridge hub revoke`: records now as the subject's not-before in the store,
+/// which a running hub reads at every upgrade (SQLite lets both open it).
+fn revoke_main(common: &HubCommonArgs, r: &crate::cli::RevokeArgs) -> anyhow::Result<()> {
+    let sub = identity_arg(&r.sub)?;
+    let dir = data_dir(common)?;
+    let store = SqliteStore::open(&dir, StoreLimits::default())?;
+    let now = now_ms() / 1000;
+    store
+        .revoke_subject(sub, now)
+        .with_context(|| format!("recording the revocation in {}", dir.display()))?;
+    store.close()?;
+    println!(
+        "revoked: tokens for {sub} issued before {now} (unix seconds) are refused from the next connection"
+    );
     Ok(())
 }

@@ -175,6 +175,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<InboxPage, StoreError>;
     /// Deletes a shared-context key; false when there was none.
     fn delete_state(&self, key: &str) -> Result<bool, StoreError>;
+    /// `hub revoke`: tokens for `subject` issued before `not_before` (unix seconds) are
+    /// refused from now on. A later revocation moves the time forward, never back.
+    fn revoke_subject(&self, subject: &str, not_before: u64) -> Result<(), StoreError>;
+    /// The subject's revocation time, if it was ever revoked.
+    fn subject_not_before(&self, subject: &str) -> Result<Option<u64>, StoreError>;
 }
 
 pub struct SqliteStore {
@@ -248,6 +253,8 @@ CREATE TABLE IF NOT EXISTS inbox_delivered (
 CREATE TABLE IF NOT EXISTS agents (
   identity TEXT PRIMARY KEY, client_name TEXT, client_version TEXT, capabilities TEXT NOT NULL,
   last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked_subjects (
+  subject TEXT PRIMARY KEY, not_before INTEGER NOT NULL);
 ";
 
 impl SqliteStore {
@@ -255,6 +262,8 @@ impl SqliteStore {
         use anyhow::Context;
         create_private_dir(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let path = dir.join(DB_FILE);
+        create_private_files(&path)
+            .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let store = SqliteStore::with_connection(conn, limits)
@@ -307,6 +316,35 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(dir)
+}
+
+/// Creates the database file readable by its owner only (0600) before SQLite
+/// opens it, whatever the directory's mode or the umask: it holds messages and
+/// shared state. SQLite gives the `-wal` and `-shm` files it creates the
+/// database file's mode, so this covers them; files an older hub left with the
+/// umask's mode are narrowed here.
+fn create_private_files(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -626,6 +664,25 @@ impl Store for SqliteStore {
             .map(|n| n > 0)
             .map_err(|e| self.write_err(e))
     }
+
+    fn revoke_subject(&self, subject: &str, not_before: u64) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO revoked_subjects (subject, not_before) VALUES (?1, ?2)
+                 ON CONFLICT(subject) DO UPDATE SET not_before = max(not_before, excluded.not_before)",
+                params![subject, not_before as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn subject_not_before(&self, subject: &str) -> Result<Option<u64>, StoreError> {
+        self.lock()
+            .prepare_cached("SELECT not_before FROM revoked_subjects WHERE subject = ?1")
+            .and_then(|mut s| s.query_row([subject], |r| r.get::<_, i64>(0)).optional())
+            .map(|t| t.map(|t| t.max(0) as u64))
+            .map_err(StoreError::Read)
+    }
 }
 
 #[cfg(test)]
@@ -933,5 +990,18 @@ mod tests {
         s.agent_seen(&rec).unwrap();
         assert_eq!(s.agents_seen().unwrap(), vec![rec]);
         assert!(s.size_bytes() > 0);
+    }
+
+    #[test]
+    fn revocation_times_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), None);
+        s.revoke_subject("alice", 200).unwrap();
+        s.revoke_subject("alice", 100).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), Some(200));
+        s.revoke_subject("alice", 300).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), Some(300));
+        assert_eq!(s.subject_not_before("bob").unwrap(), None);
     }
 }

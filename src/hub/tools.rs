@@ -853,6 +853,9 @@ mod tests {
                 message_ttl_ms: 60_000,
                 max_hops: 16,
                 store: limits,
+                keepalive: None,
+                allowed_origins: Vec::new(),
+                max_connections_per_identity: 16,
             },
             shutdown: tokio_util::sync::CancellationToken::new(),
         })

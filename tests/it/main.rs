@@ -7,6 +7,7 @@ mod faults;
 mod guard;
 mod hosts;
 mod hub_inbox;
+mod hub_listener;
 mod hub_selftest;
 mod hub_session;
 mod lifecycle;
