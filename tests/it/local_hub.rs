@@ -218,9 +218,13 @@ async fn each_connection_has_its_own_rate_limit_with_a_clear_error() {
 async fn delivery_carries_the_aixp_envelope_and_the_hop_cap_refuses() {
     let hub = LocalHub::start(&["--open", "--max-hops", "5"]).await;
     let mut a = RawClient::agent(hub.url(), None, &[]).await;
+    // A message reaches only an agent the hub knows: here, the sender itself.
+    let me =
+        a.call_tool(json!(0), "whoami", json!({})).await["result"]["structuredContent"]["identity"]
+            .clone();
     let far = i64::MAX as u64 / 2;
     let send = |hops: u32| {
-        json!({"name": "send_message", "arguments": {"to": "someone", "text": "hi"},
+        json!({"name": "send_message", "arguments": {"to": me, "text": "hi"},
         "_meta": {"aicp/aixp": {"version": "aixp/1", "id": "upstream", "hops": hops, "origin": "carol", "expiresAt": far}}})
     };
     let r = a.request(json!(1), "tools/call", send(3)).await;
@@ -351,6 +355,8 @@ async fn sigterm_drains_in_flight_calls_and_state_survives_a_restart() {
         hub.token("alice", "share,read,message"),
         hub.token("bob", "share,read,message"),
     );
+    // Bob has connected once, so the hub knows the name and keeps his mail while he is away.
+    drop(RawClient::agent(hub.url(), Some(&tb), &[]).await);
     let mut a = RawClient::agent(hub.url(), Some(&ta), &[]).await;
     a.call_tool(
         json!(1),
@@ -358,12 +364,14 @@ async fn sigterm_drains_in_flight_calls_and_state_survives_a_restart() {
         json!({"context_key": "plan", "context_value": {"v": 2, "list": [1, 2]}}),
     )
     .await;
-    a.call_tool(
-        json!(2),
-        "send_message",
-        json!({"to": "bob", "text": "kept across restarts"}),
-    )
-    .await;
+    let sent = a
+        .call_tool(
+            json!(2),
+            "send_message",
+            json!({"to": "bob", "text": "kept across restarts"}),
+        )
+        .await;
+    assert_eq!(sent["result"]["isError"], false, "{sent}");
     // Carol's inbox is empty: her long-poll is in flight when the hub is told to stop.
     let tc = hub.token("carol", "message");
     let mut c = RawClient::agent(hub.url(), Some(&tc), &[]).await;

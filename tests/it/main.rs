@@ -6,6 +6,8 @@ mod cli;
 mod faults;
 mod guard;
 mod hosts;
+mod hub_inbox;
+mod hub_listener;
 mod hub_selftest;
 mod hub_session;
 mod lifecycle;

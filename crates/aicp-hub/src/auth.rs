@@ -21,6 +21,10 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub const ISSUER: &str = "aicp-bridge-hub";
 /// Tokens live this long unless `--ttl` says otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest `--ttl` accepted: ten years. Beyond it a token is as good as
+/// permanent, and a TTL near `u64::MAX` seconds would overflow `exp` into the past.
+pub const MAX_TTL_DAYS: u64 = 3650;
+pub const MAX_TTL: Duration = Duration::from_secs(MAX_TTL_DAYS * 86_400);
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +129,8 @@ struct Claims {
 pub struct Principal {
     pub subject: String,
     pub scopes: Scopes,
+    /// The token's `iat` (unix seconds): checked against the subject's revocation time.
+    pub issued_at: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +145,8 @@ pub enum AuthError {
     UnknownScope(String),
     #[error("the JWT secret in {path} is {len} bytes; at least {MIN_SECRET_BYTES} are required")]
     ShortSecret { path: PathBuf, len: usize },
+    #[error("a token may live at most {MAX_TTL_DAYS} days; {secs} seconds is longer")]
+    TtlTooLong { secs: u64 },
     #[error("JWT secret {path}: {source}")]
     SecretIo {
         path: PathBuf,
@@ -196,30 +204,45 @@ impl Secret {
         Ok(Secret::from_bytes(hex.into_bytes()))
     }
 
-    /// Signs a token for `sub` valid for `ttl` from `now` (unix seconds).
-    pub fn issue(&self, sub: &str, scopes: Scopes, ttl: Duration, now: u64) -> String {
+    /// Signs a token for `sub` valid for `ttl` (at most [`MAX_TTL`]) from `now` (unix seconds).
+    pub fn issue(
+        &self,
+        sub: &str,
+        scopes: Scopes,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<String, AuthError> {
+        let too_long = AuthError::TtlTooLong {
+            secs: ttl.as_secs(),
+        };
+        if ttl > MAX_TTL {
+            return Err(too_long);
+        }
         let claims = Claims {
             sub: sub.to_owned(),
             iss: ISSUER.to_owned(),
             iat: now,
-            exp: now + ttl.as_secs(),
+            exp: now.checked_add(ttl.as_secs()).ok_or(too_long)?,
             scope: Some(scopes.to_claim()),
         };
-        jsonwebtoken::encode(
+        Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
             &EncodingKey::from_secret(self.0.expose_secret()),
         )
-        .expect("HS256 signing of plain claims cannot fail")
+        .expect("HS256 signing of plain claims cannot fail"))
     }
 
-    /// Checks signature, algorithm, issuer and expiry.
+    /// Checks signature, algorithm, issuer, expiry and, when present, not-before.
+    /// (Revocation needs the store: the listener checks `issued_at` against it.)
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[ISSUER]);
         v.set_required_spec_claims(&["exp", "sub", "iss"]);
-        // Expiry is strict: a refused token should not work for another minute.
+        // Expiry and not-before are strict: a refused token should not work for another minute,
+        // nor a token meant for later work now.
         v.leeway = 0;
+        v.validate_nbf = true;
         let data = jsonwebtoken::decode::<Claims>(
             token,
             &DecodingKey::from_secret(self.0.expose_secret()),
@@ -239,6 +262,7 @@ impl Secret {
         Ok(Principal {
             subject: c.sub,
             scopes,
+            issued_at: c.iat,
         })
     }
 }
@@ -263,7 +287,13 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     if n == 0 {
         return Err("TTL must be positive".into());
     }
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
+    match n.checked_mul(mult).map(Duration::from_secs) {
+        Some(ttl) if ttl <= MAX_TTL => Ok(ttl),
+        _ => Err(format!(
+            "TTL {s:?} is too long: at most {MAX_TTL_DAYS} days ({}s)",
+            MAX_TTL.as_secs()
+        )),
+    }
 }
 
 /// The bearer token of an `Authorization` header value.
@@ -291,7 +321,9 @@ mod tests {
     fn issue_then_verify_round_trips_subject_and_scopes() {
         let s = Secret::from_bytes(vec![7; 32]);
         let scopes = Scopes::from_list(["read", "message"]).unwrap();
-        let t = s.issue("alice", scopes, Duration::from_secs(60), now());
+        let t = s
+            .issue("alice", scopes, Duration::from_secs(60), now())
+            .unwrap();
         let p = s.verify(&t).unwrap();
         assert_eq!(p.subject, "alice");
         assert!(p.scopes.has(Scope::Read) && p.scopes.has(Scope::Message));
@@ -302,9 +334,13 @@ mod tests {
     fn wrong_secret_expired_and_garbage_are_refused() {
         let s = Secret::from_bytes(vec![7; 32]);
         let other = Secret::from_bytes(vec![8; 32]);
-        let t = other.issue("mallory", Scopes::all(), Duration::from_secs(60), now());
+        let t = other
+            .issue("mallory", Scopes::all(), Duration::from_secs(60), now())
+            .unwrap();
         assert!(matches!(s.verify(&t), Err(AuthError::Invalid(_))));
-        let old = s.issue("alice", Scopes::all(), Duration::from_secs(1), now() - 10);
+        let old = s
+            .issue("alice", Scopes::all(), Duration::from_secs(1), now() - 10)
+            .unwrap();
         let err = s.verify(&old).unwrap_err().to_string();
         assert!(err.contains("Expired"), "{err}");
         assert!(s.verify("not.a.jwt").is_err());
@@ -315,7 +351,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Secret::load_or_create(dir.path()).unwrap();
         let b = Secret::load_or_create(dir.path()).unwrap();
-        let t = a.issue("x", Scopes::all(), Duration::from_secs(60), now());
+        let t = a
+            .issue("x", Scopes::all(), Duration::from_secs(60), now())
+            .unwrap();
         assert_eq!(b.verify(&t).unwrap().subject, "x");
         #[cfg(unix)]
         {
@@ -335,6 +373,47 @@ mod tests {
         std::fs::write(&p, "short\n").unwrap();
         let err = Secret::read_file(&p).unwrap_err().to_string();
         assert!(err.contains("5 bytes") && err.contains("32"), "{err}");
+    }
+
+    #[test]
+    fn not_before_is_checked_without_leeway() {
+        let key = [7u8; 32];
+        let s = Secret::from_bytes(key.to_vec());
+        let token = |nbf: u64| {
+            let claims = serde_json::json!({"sub": "alice", "iss": ISSUER, "iat": now(),
+                "exp": now() + 600, "nbf": nbf});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(&key),
+            )
+            .unwrap()
+        };
+        let err = s.verify(&token(now() + 30)).unwrap_err().to_string();
+        assert!(err.contains("ImmatureSignature"), "{err}");
+        assert_eq!(s.verify(&token(now() - 1)).unwrap().subject, "alice");
+    }
+
+    #[test]
+    fn ttls_beyond_ten_years_are_refused_not_wrapped() {
+        assert_eq!(parse_ttl("3650d").unwrap(), MAX_TTL);
+        for huge in [
+            "3651d",
+            "18446744073709551615",
+            "18446744073709551615d",
+            "999999999999h",
+        ] {
+            let err = parse_ttl(huge).unwrap_err();
+            assert!(err.contains("3650 days"), "{huge}: {err}");
+        }
+        let s = Secret::from_bytes(vec![7; 32]);
+        let err = s
+            .issue("a", Scopes::all(), Duration::from_secs(u64::MAX), now())
+            .unwrap_err();
+        assert!(matches!(err, AuthError::TtlTooLong { .. }), "{err}");
+        assert!(err.to_string().contains("3650"), "{err}");
+        let t = s.issue("a", Scopes::all(), MAX_TTL, now()).unwrap();
+        assert!(s.verify(&t).unwrap().issued_at <= now());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub const ANSWER_LIMIT_FACTOR: usize = 4;
 /// How often the hub pings each connection; two intervals of silence drop it.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Sessions one identity (token subject) may hold at once, so one token cannot take every slot.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IDENTITY: usize = 16;
 /// Unread messages expire after a week.
 pub const DEFAULT_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default cap on hops: a message that would travel further is refused.
@@ -83,6 +85,10 @@ pub struct Settings {
     pub store: StoreLimits,
     /// Ping interval; None (`--keepalive 0`) sends no pings and drops nobody for silence.
     pub keepalive: Option<Duration>,
+    /// `--allow-origin`, normalised: browser origins whose requests are served (none by default).
+    pub allowed_origins: Vec<String>,
+    /// `--max-connections-per-identity`: sessions one token subject may hold (at least 1).
+    pub max_connections_per_identity: usize,
 }
 
 /// The platform data directory for the hub: the store and the generated secret.

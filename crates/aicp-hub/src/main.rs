@@ -1,6 +1,6 @@
 //! The `aicp-hub` binary: parse the command line into the hub's settings, set
-//! up logging, run the hub (or print a token), and turn the outcome into an
-//! exit code. The hub itself is the library (`src/lib.rs` lists its files).
+//! up logging, run the hub (or issue or revoke tokens), and turn the outcome
+//! into an exit code. The hub itself is the library (`src/lib.rs` lists its files).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use aicp_hub::auth::{self, Scopes};
-use aicp_hub::store::StoreLimits;
+use aicp_hub::store::{SqliteStore, Store, StoreLimits};
 use aicp_hub::{Auth, Settings, load_secret, now_ms};
 
 /// An AICP hub: MCP over WebSocket with presence, durable messages, routing,
@@ -89,6 +89,27 @@ struct HubArgs {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Env: AICP_LOG.
     #[arg(long, env = "AICP_LOG", value_name = "FILTER", default_value = "info")]
     log_level: String,
+
+    /// Bytes of shared context (keys plus JSON values) one identity may have written.
+    #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::store::StoreLimits::default().max_context_bytes_per_identity)]
+    max_context_bytes_per_identity: u64,
+
+    /// Shared-context keys one identity may have written.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::store::StoreLimits::default().max_keys_per_identity)]
+    max_keys_per_identity: usize,
+
+    /// Bytes of unread message text one sender may have waiting, in all inboxes together.
+    #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::store::StoreLimits::default().max_pending_bytes_per_sender)]
+    max_pending_bytes_per_sender: u64,
+
+    /// Serve requests that carry this browser Origin (repeatable, e.g. https://app.example).
+    /// Requests with any other Origin get HTTP 403; clients that send none (bridges, SDKs) are unaffected.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+
+    /// Most simultaneous WebSocket connections of one identity (token subject); more get HTTP 429.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_MAX_CONNECTIONS_PER_IDENTITY)]
+    max_connections_per_identity: usize,
 }
 
 /// Options the hub and its `token` subcommand share: where the secret lives.
@@ -108,6 +129,18 @@ struct HubCommonArgs {
 enum HubAction {
     /// Print a token for the hub (signed with its secret) to stdout, and nothing else.
     Token(TokenArgs),
+    /// Refuse every token already issued for a subject (a running hub sees it at the next upgrade).
+    ///
+    /// Records now as the subject's not-before in the hub's store: its tokens issued
+    /// earlier get HTTP 401; tokens issued from now on work. Connections already open stay open.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    /// The identity (token subject) whose earlier tokens are refused.
+    #[arg(long, value_name = "NAME")]
+    sub: String,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +149,7 @@ struct TokenArgs {
     #[arg(long, value_name = "NAME")]
     sub: String,
 
-    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s.
+    /// How long the token is valid: e.g. 30d, 12h, 90m, 45s (at most 3650d).
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     ttl: String,
 
@@ -135,7 +168,7 @@ fn main() -> ExitCode {
     match hub_main(cli.hub) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Printed once, with its cause chain, at the edge.
+            // Printed once, with its cause chain, at the edge (stdout carries only the URL or the token).
             eprintln!("aicp-hub: error: {err:#}");
             ExitCode::FAILURE
         }
@@ -143,8 +176,10 @@ fn main() -> ExitCode {
 }
 
 fn hub_main(args: HubArgs) -> anyhow::Result<()> {
-    if let Some(HubAction::Token(t)) = &args.action {
-        return token_main(&args.common, t);
+    match &args.action {
+        Some(HubAction::Token(t)) => return token_main(&args.common, t),
+        Some(HubAction::Revoke(r)) => return revoke_main(&args.common, r),
+        None => {}
     }
     let settings = settings(&args)?;
     aicp_hub::logging::init(&args.log_level)?;
@@ -169,7 +204,7 @@ fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
     })?;
     if args.open && !listen.ip().is_loopback() {
         bail!(
-            "--open (no authentication) is allowed only on a loopback address, not {listen}; issue tokens with `aicp-bridge hub token --sub NAME` instead"
+            "--open (no authentication) is allowed only on a loopback address, not {listen}; issue tokens with `aicp-hub token --sub NAME` instead"
         );
     }
     if args.max_message_bytes < 1024 {
@@ -199,8 +234,18 @@ fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
             max_keys: args.max_keys,
             max_inbox: args.max_inbox,
             max_db_bytes: args.max_store_bytes,
+            max_context_bytes_per_identity: args.max_context_bytes_per_identity,
+            max_keys_per_identity: args.max_keys_per_identity,
+            max_pending_bytes_per_sender: args.max_pending_bytes_per_sender,
         },
         keepalive: (args.keepalive > 0.0).then(|| std::time::Duration::from_secs_f64(args.keepalive)),
+        allowed_origins: args
+            .allow_origin
+            .iter()
+            .map(|o| aicp_hub::server::normalize_origin(o))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
+        max_connections_per_identity: args.max_connections_per_identity.max(1),
     })
 }
 
@@ -211,18 +256,38 @@ fn data_dir(common: &HubCommonArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// `--sub` of `hub token` and `hub revoke`, trimmed and checked.
+fn identity_arg(sub: &str) -> anyhow::Result<&str> {
+    let id = sub.trim();
+    if id.is_empty() || id.contains('/') || id.chars().any(char::is_whitespace) {
+        bail!("--sub {sub:?}: an identity must be non-empty, without spaces or '/'");
+    }
+    Ok(id)
+}
+
 /// `aicp-hub token`: the token alone on stdout.
 fn token_main(common: &HubCommonArgs, t: &TokenArgs) -> anyhow::Result<()> {
-    let sub = t.sub.trim();
-    if sub.is_empty() || sub.contains('/') || sub.chars().any(char::is_whitespace) {
-        bail!(
-            "--sub {:?}: an identity must be non-empty, without spaces or '/'",
-            t.sub
-        );
-    }
-    let ttl = auth::parse_ttl(&t.ttl).map_err(anyhow::Error::msg)?;
+    let sub = identity_arg(&t.sub)?;
+    let ttl = auth::parse_ttl(&t.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let scopes = Scopes::from_list(t.scopes.iter().map(String::as_str))?;
     let secret = load_secret(common.jwt_secret_file.as_deref(), &data_dir(common)?)?;
-    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000));
+    println!("{}", secret.issue(sub, scopes, ttl, now_ms() / 1000)?);
+    Ok(())
+}
+
+/// `aicp-hub revoke`: records now as the subject's not-before in the store,
+/// which a running hub reads at every upgrade (SQLite lets both open it).
+fn revoke_main(common: &HubCommonArgs, r: &RevokeArgs) -> anyhow::Result<()> {
+    let sub = identity_arg(&r.sub)?;
+    let dir = data_dir(common)?;
+    let store = SqliteStore::open(&dir, StoreLimits::default())?;
+    let now = now_ms() / 1000;
+    store
+        .revoke_subject(sub, now)
+        .with_context(|| format!("recording the revocation in {}", dir.display()))?;
+    store.close()?;
+    println!(
+        "revoked: tokens for {sub} issued before {now} (unix seconds) are refused from the next connection"
+    );
     Ok(())
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::auth::Scope;
 use super::presence::{CONTEXT_URI_PREFIX, INBOX_URI_PREFIX, SHARED_STATE_URI, inbox_uri};
 use super::rpc::{RESOURCE_NOT_FOUND, RpcError};
-use super::tools::{INBOX_PAGE, with_store};
+use super::tools::{INBOX_PAGE, INBOX_PAGE_BYTES, with_store};
 use super::{Caller, Shared, now_ms};
 
 const JSON: &str = "application/json";
@@ -105,11 +105,12 @@ pub async fn read(
             }
             Err(e) => Err(e),
         },
+        // Paged by bytes like read_inbox, so one read stays far below the bridge's message limit.
         Target::Inbox(agent) => with_store(shared, move |s| {
-            s.read_inbox(&agent, 0, now_ms(), INBOX_PAGE)
+            s.inbox_page(&agent, 0, now_ms(), INBOX_PAGE, INBOX_PAGE_BYTES)
         })
         .await
-        .map(|m| json!({"messages": m})),
+        .map(|p| json!({"messages": p.messages, "more": p.pending > 0, "pending": p.pending})),
     }
     .map_err(|e| RpcError::new(super::rpc::INTERNAL_ERROR, e.to_string()))?;
     Ok(json!({"contents": [{"uri": uri, "mimeType": JSON, "text": body.to_string()}]}))

@@ -18,6 +18,9 @@ use aicp_proto::aixp::Envelope;
 /// File name of the database inside the data dir.
 pub const DB_FILE: &str = "hub.sqlite3";
 
+/// Longest shared-context key, in bytes: keys become resource URIs and log fields.
+pub const MAX_KEY_BYTES: usize = 256;
+
 /// Sizes the store refuses to exceed; each error says the number.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreLimits {
@@ -29,6 +32,14 @@ pub struct StoreLimits {
     pub max_inbox: usize,
     /// Largest database file; SQLite reports "full" beyond it.
     pub max_db_bytes: u64,
+    /// Bytes of shared context (keys plus JSON values) one identity may have
+    /// written, counting the keys it wrote last: one user cannot fill the store.
+    pub max_context_bytes_per_identity: u64,
+    /// Shared-context keys one identity may have written last (of `max_keys` in all).
+    pub max_keys_per_identity: usize,
+    /// Bytes of unread, unexpired message text one sender may have waiting in
+    /// all inboxes together: a flood from one user cannot fill the store.
+    pub max_pending_bytes_per_sender: u64,
 }
 
 impl Default for StoreLimits {
@@ -38,6 +49,9 @@ impl Default for StoreLimits {
             max_keys: 10_000,
             max_inbox: 1_000,
             max_db_bytes: 1 << 30,
+            max_context_bytes_per_identity: 16 << 20,
+            max_keys_per_identity: 1_000,
+            max_pending_bytes_per_sender: 32 << 20,
         }
     }
 }
@@ -58,6 +72,28 @@ pub enum StoreError {
     Write(rusqlite::Error),
     #[error("store read failed: {0}")]
     Read(rusqlite::Error),
+    #[error("the key is {len} bytes; the hub allows at most {max}")]
+    KeyTooLong { len: usize, max: usize },
+    #[error(
+        "{identity}'s shared context would be {would_be} bytes (keys and values it wrote); the hub keeps at most {max} per identity: delete keys with delete_context"
+    )]
+    ContextQuota {
+        identity: String,
+        would_be: u64,
+        max: u64,
+    },
+    #[error(
+        "{identity} already wrote {max} shared-context keys, the hub's limit per identity: delete keys with delete_context"
+    )]
+    KeyQuota { identity: String, max: usize },
+    #[error(
+        "{sender}'s unread messages would be {would_be} bytes; the hub keeps at most {max} bytes of unread messages per sender until they are read or expire"
+    )]
+    PendingQuota {
+        sender: String,
+        would_be: u64,
+        max: u64,
+    },
 }
 
 /// One stored message with its envelope. `seq` orders a recipient's inbox and is its read cursor.
@@ -72,6 +108,19 @@ pub struct Message {
     /// Unix milliseconds.
     pub created_at: u64,
     pub aixp: Envelope,
+}
+
+/// One page of a recipient's inbox, after acknowledging what the caller may acknowledge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    /// Unexpired messages after `acked_through`, oldest first.
+    pub messages: Vec<Message>,
+    /// What was actually acknowledged (deleted): `since` clamped to the highest
+    /// seq this recipient has ever been handed, so a cursor from the future
+    /// (or another inbox) cannot delete messages nobody has read.
+    pub acked_through: u64,
+    /// Unread, unexpired messages after this page (0 when the page holds them all).
+    pub pending: u64,
 }
 
 /// An agent the hub has seen connect, kept across restarts.
@@ -95,8 +144,7 @@ pub trait Store: Send + Sync + 'static {
     fn push_message(&self, msg: &Message) -> Result<u64, StoreError>;
     /// An unexpired message by id (to continue a thread).
     fn get_message(&self, id: &str, now_ms: u64) -> Result<Option<Message>, StoreError>;
-    /// Deletes `recipient`'s messages up to `ack_through` (already read), then
-    /// returns up to `limit` unexpired ones after it, oldest first.
+    /// [`Store::inbox_page`] without a byte bound: the messages alone.
     fn read_inbox(
         &self,
         recipient: &str,
@@ -112,6 +160,26 @@ pub trait Store: Send + Sync + 'static {
     fn size_bytes(&self) -> u64;
     /// Flushes the write-ahead log into the database; called once at shutdown.
     fn close(&self) -> Result<(), StoreError>;
+    /// Deletes `recipient`'s messages up to `since` but never beyond the
+    /// highest seq this recipient has been handed (by this call or earlier
+    /// ones), then returns up to `max_messages` unexpired ones after that,
+    /// oldest first, stopping before `max_bytes` of message JSON (always at
+    /// least one). Records the last one returned as handed out.
+    fn inbox_page(
+        &self,
+        recipient: &str,
+        since: u64,
+        now_ms: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError>;
+    /// Deletes a shared-context key; false when there was none.
+    fn delete_state(&self, key: &str) -> Result<bool, StoreError>;
+    /// `hub revoke`: tokens for `subject` issued before `not_before` (unix seconds) are
+    /// refused from now on. A later revocation moves the time forward, never back.
+    fn revoke_subject(&self, subject: &str, not_before: u64) -> Result<(), StoreError>;
+    /// The subject's revocation time, if it was ever revoked.
+    fn subject_not_before(&self, subject: &str) -> Result<Option<u64>, StoreError>;
 }
 
 pub struct SqliteStore {
@@ -178,9 +246,15 @@ CREATE TABLE IF NOT EXISTS messages (
   hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, expires_at);
+CREATE INDEX IF NOT EXISTS shared_state_writer ON shared_state(updated_by);
+CREATE TABLE IF NOT EXISTS inbox_delivered (
+  recipient TEXT PRIMARY KEY, through INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (
   identity TEXT PRIMARY KEY, client_name TEXT, client_version TEXT, capabilities TEXT NOT NULL,
   last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked_subjects (
+  subject TEXT PRIMARY KEY, not_before INTEGER NOT NULL);
 ";
 
 impl SqliteStore {
@@ -188,6 +262,8 @@ impl SqliteStore {
         use anyhow::Context;
         create_private_dir(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
         let path = dir.join(DB_FILE);
+        create_private_files(&path)
+            .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         let store = SqliteStore::with_connection(conn, limits)
@@ -242,6 +318,35 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
+/// Creates the database file readable by its owner only (0600) before SQLite
+/// opens it, whatever the directory's mode or the umask: it holds messages and
+/// shared state. SQLite gives the `-wal` and `-shm` files it creates the
+/// database file's mode, so this covers them; files an older hub left with the
+/// umask's mode are narrowed here.
+fn create_private_files(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
+}
+
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let id: String = r.get(1)?;
     Ok(Message {
@@ -262,11 +367,22 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// A message's size as the JSON a page carries it in (what paging by bytes counts).
+pub fn message_json_bytes(m: &Message) -> usize {
+    serde_json::to_vec(m).map_or(0, |v| v.len())
+}
+
 const MESSAGE_COLUMNS: &str =
     "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at";
 
 impl Store for SqliteStore {
     fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StoreError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
         let text = value.to_string();
         if text.len() > self.limits.max_value_bytes {
             return Err(StoreError::ValueTooLarge {
@@ -292,6 +408,28 @@ impl Store for SqliteStore {
                     max: self.limits.max_keys,
                 });
             }
+        }
+        // The writer's own share, not counting the key being replaced (its new size is added below).
+        let (mine_bytes, mine_keys): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0), count(*)
+                 FROM shared_state WHERE updated_by = ?1 AND key <> ?2",
+            )
+            .and_then(|mut s| s.query_row(params![by, key], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(StoreError::Read)?;
+        if mine_keys as usize >= self.limits.max_keys_per_identity {
+            return Err(StoreError::KeyQuota {
+                identity: by.to_owned(),
+                max: self.limits.max_keys_per_identity,
+            });
+        }
+        let would_be = mine_bytes.max(0) as u64 + (key.len() + text.len()) as u64;
+        if would_be > self.limits.max_context_bytes_per_identity {
+            return Err(StoreError::ContextQuota {
+                identity: by.to_owned(),
+                would_be,
+                max: self.limits.max_context_bytes_per_identity,
+            });
         }
         tx.execute(
             "INSERT INTO shared_state (key, value, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -343,6 +481,20 @@ impl Store for SqliteStore {
                 max: self.limits.max_inbox,
             });
         }
+        let pending: i64 = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(octet_length(text)), 0) FROM messages WHERE sender = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| s.query_row(params![m.from, m.created_at as i64], |r| r.get(0)))
+            .map_err(StoreError::Read)?;
+        let would_be = pending.max(0) as u64 + m.text.len() as u64;
+        if would_be > self.limits.max_pending_bytes_per_sender {
+            return Err(StoreError::PendingQuota {
+                sender: m.from.clone(),
+                would_be,
+                max: self.limits.max_pending_bytes_per_sender,
+            });
+        }
         tx.execute(
             "INSERT INTO messages (id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -373,24 +525,8 @@ impl Store for SqliteStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let conn = self.lock();
-        if ack_through > 0 {
-            conn.prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2")
-                .and_then(|mut s| s.execute(params![recipient, ack_through as i64]))
-                .map_err(|e| self.write_err(e))?;
-        }
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
-            ))
-            .map_err(StoreError::Read)?;
-        let rows = stmt
-            .query_map(
-                params![recipient, ack_through as i64, now_ms as i64, limit as i64],
-                row_to_message,
-            )
-            .map_err(StoreError::Read)?;
-        rows.collect::<Result<_, _>>().map_err(StoreError::Read)
+        self.inbox_page(recipient, ack_through, now_ms, limit, usize::MAX)
+            .map(|p| p.messages)
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -453,6 +589,99 @@ impl Store for SqliteStore {
         self.lock()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| self.write_err(e))
+    }
+    fn inbox_page(
+        &self,
+        recipient: &str,
+        since: u64,
+        now_ms: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let mut conn = self.lock();
+        // One transaction: the clamp, the delete and the new high-water mark agree.
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        let handed: i64 = tx
+            .prepare_cached("SELECT through FROM inbox_delivered WHERE recipient = ?1")
+            .and_then(|mut s| s.query_row([recipient], |r| r.get(0)).optional())
+            .map_err(StoreError::Read)?
+            .unwrap_or(0);
+        // SQLite integers are i64: a `since` of 2^63 or more saturates instead of wrapping negative.
+        let ack = i64::try_from(since).unwrap_or(i64::MAX).min(handed).max(0);
+        if ack > 0 {
+            tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute(params![recipient, ack]))
+                .map_err(|e| self.write_err(e))?;
+        }
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let mut messages = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
+                ))
+                .map_err(StoreError::Read)?;
+            let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
+            let mut rows = stmt
+                .query(params![recipient, ack, now, limit])
+                .map_err(StoreError::Read)?;
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next().map_err(StoreError::Read)? {
+                let m = row_to_message(row).map_err(StoreError::Read)?;
+                let len = message_json_bytes(&m);
+                if !messages.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                messages.push(m);
+            }
+        }
+        let last = messages.last().map_or(ack, |m| m.seq as i64);
+        if last > handed {
+            tx.prepare_cached(
+                "INSERT INTO inbox_delivered (recipient, through) VALUES (?1, ?2)
+                 ON CONFLICT(recipient) DO UPDATE SET through = max(through, excluded.through)",
+            )
+            .and_then(|mut s| s.execute(params![recipient, last]))
+            .map_err(|e| self.write_err(e))?;
+        }
+        let pending: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3",
+            )
+            .and_then(|mut s| s.query_row(params![recipient, last, now], |r| r.get(0)))
+            .map_err(StoreError::Read)?;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(InboxPage {
+            messages,
+            acked_through: ack as u64,
+            pending: pending.max(0) as u64,
+        })
+    }
+    fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
+        self.lock()
+            .execute("DELETE FROM shared_state WHERE key = ?1", [key])
+            .map(|n| n > 0)
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn revoke_subject(&self, subject: &str, not_before: u64) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO revoked_subjects (subject, not_before) VALUES (?1, ?2)
+                 ON CONFLICT(subject) DO UPDATE SET not_before = max(not_before, excluded.not_before)",
+                params![subject, not_before as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn subject_not_before(&self, subject: &str) -> Result<Option<u64>, StoreError> {
+        self.lock()
+            .prepare_cached("SELECT not_before FROM revoked_subjects WHERE subject = ?1")
+            .and_then(|mut s| s.query_row([subject], |r| r.get::<_, i64>(0)).optional())
+            .map(|t| t.map(|t| t.max(0) as u64))
+            .map_err(StoreError::Read)
     }
 }
 
@@ -559,6 +788,160 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_from_the_future_acknowledges_only_what_was_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        // Nothing handed to bob yet: a `since` far ahead deletes nothing.
+        let m1 = s.push_message(&msg("m1", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", 1_000_000, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, 0);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m1]);
+        // Bob has been handed m1; messages stored later are not acknowledged by a large `since`.
+        let m2 = s.push_message(&msg("m2", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", 1_000_000, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, m1);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m2]);
+        // Another recipient's cursor does not reach into bob's inbox.
+        let c1 = s.push_message(&msg("c1", "carol", 1, 100)).unwrap();
+        s.inbox_page("carol", 0, 10, 10, usize::MAX).unwrap();
+        let m3 = s.push_message(&msg("m3", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", c1 + 100, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, m2);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m3]);
+        // 2^63 and u64::MAX saturate instead of wrapping to a negative i64.
+        for since in [1u64 << 63, u64::MAX] {
+            let p = s.inbox_page("bob", since, 10, 10, usize::MAX).unwrap();
+            assert_eq!(p.acked_through, m3, "{since}");
+            assert!(p.messages.is_empty());
+        }
+        let m4 = s.push_message(&msg("m4", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m4]);
+        // The high-water mark survives a restart.
+        s.close().unwrap();
+        drop(s);
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        let m5 = s.push_message(&msg("m5", "bob", 1, 100)).unwrap();
+        let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
+        assert_eq!(p.acked_through, m4);
+        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m5]);
+    }
+
+    #[test]
+    fn one_identity_cannot_fill_the_store_for_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            max_context_bytes_per_identity: 100,
+            max_keys_per_identity: 3,
+            max_pending_bytes_per_sender: 50,
+            ..Default::default()
+        };
+        let s = SqliteStore::open(dir.path(), limits).unwrap();
+        let err = s
+            .put_state(&"k".repeat(MAX_KEY_BYTES + 1), &json!(1), "mallory", 1)
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::KeyTooLong { len: 257, max: 256 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("256"), "{err}");
+        s.put_state(&"k".repeat(MAX_KEY_BYTES), &json!(1), "alice", 1)
+            .unwrap_err(); // 257 bytes of key and value: over alice's 100 too.
+        // Mallory's bytes: key + JSON value.
+        s.put_state("a", &json!("x".repeat(60)), "mallory", 1)
+            .unwrap();
+        let err = s
+            .put_state("b", &json!("x".repeat(40)), "mallory", 1)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::ContextQuota {
+                    would_be: 106,
+                    max: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("at most 100"), "{err}");
+        // Replacing one's own key counts its new size, not both.
+        s.put_state("a", &json!("x".repeat(90)), "mallory", 2)
+            .unwrap();
+        // Alice is unaffected by mallory's quota.
+        s.put_state("b", &json!("x".repeat(90)), "alice", 2)
+            .unwrap();
+        // Keys per identity.
+        s.put_state("a", &json!(1), "mallory", 3).unwrap();
+        s.put_state("c", &json!(1), "mallory", 3).unwrap();
+        s.put_state("d", &json!(1), "mallory", 3).unwrap();
+        let err = s.put_state("e", &json!(1), "mallory", 3).unwrap_err();
+        assert!(matches!(err, StoreError::KeyQuota { max: 3, .. }), "{err}");
+        s.put_state("e", &json!(1), "alice", 3).unwrap();
+        // Deleting frees the quota.
+        assert!(s.delete_state("d").unwrap());
+        assert!(!s.delete_state("d").unwrap());
+        s.put_state("f", &json!(1), "mallory", 4).unwrap();
+        assert_eq!(s.get_state("d").unwrap(), None);
+        // Pending message bytes per sender; another sender still gets through.
+        let mut m = msg("m1", "bob", 1, 100);
+        m.text = "y".repeat(30);
+        s.push_message(&m).unwrap();
+        let mut m2 = msg("m2", "carol", 1, 100);
+        m2.text = "y".repeat(30);
+        let err = s.push_message(&m2).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::PendingQuota {
+                    would_be: 60,
+                    max: 50,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        m2.from = "dave".into();
+        s.push_message(&m2).unwrap();
+        // Read (acknowledged) messages no longer count.
+        let p = s.inbox_page("bob", 0, 2, 10, usize::MAX).unwrap();
+        s.inbox_page("bob", p.messages[0].seq, 2, 10, usize::MAX)
+            .unwrap();
+        let mut m3 = msg("m3", "carol", 1, 100);
+        m3.text = "y".repeat(30);
+        s.push_message(&m3).unwrap();
+    }
+
+    #[test]
+    fn inbox_pages_by_bytes_and_counts_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let mut m = msg(&format!("m{i}"), "bob", 1, 100);
+            m.text = "z".repeat(1000);
+            seqs.push(s.push_message(&m).unwrap());
+        }
+        let one = message_json_bytes(&s.read_inbox("bob", 0, 2, 1).unwrap()[0]);
+        // Two fit in 2.5 messages' worth; the rest are counted as pending.
+        let p = s.inbox_page("bob", 0, 2, 100, one * 5 / 2).unwrap();
+        assert_eq!(
+            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            seqs[..2]
+        );
+        assert_eq!(p.pending, 3);
+        // A bound smaller than one message still returns one: a reader always makes progress.
+        let p = s.inbox_page("bob", seqs[1], 2, 100, 10).unwrap();
+        assert_eq!(
+            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [seqs[2]]
+        );
+        assert_eq!(p.pending, 2);
+        let p = s.inbox_page("bob", seqs[2], 2, 100, usize::MAX).unwrap();
+        assert_eq!((p.messages.len(), p.pending), (2, 0));
+    }
+
+    #[test]
     fn a_failing_write_returns_an_error_and_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
@@ -607,5 +990,18 @@ mod tests {
         s.agent_seen(&rec).unwrap();
         assert_eq!(s.agents_seen().unwrap(), vec![rec]);
         assert!(s.size_bytes() > 0);
+    }
+
+    #[test]
+    fn revocation_times_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), None);
+        s.revoke_subject("alice", 200).unwrap();
+        s.revoke_subject("alice", 100).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), Some(200));
+        s.revoke_subject("alice", 300).unwrap();
+        assert_eq!(s.subject_not_before("alice").unwrap(), Some(300));
+        assert_eq!(s.subject_not_before("bob").unwrap(), None);
     }
 }

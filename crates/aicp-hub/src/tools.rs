@@ -1,7 +1,7 @@
 //! The hub's tools: the original hub's three (`route_to_agent`,
 //! `share_context`, `orchestrate_collaboration`, same names, argument schemas
 //! and result field names) made real, plus `list_agents`, `send_message` and
-//! `read_inbox`. A tool that fails returns `isError: true` with the reason,
+//! `read_inbox`, `delete_context`. A tool that fails returns `isError: true` with the reason,
 //! so the model can read it; only an unknown tool is a protocol error.
 
 use std::sync::Arc;
@@ -23,6 +23,23 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 pub const MAX_SUBTASKS: usize = 32;
 /// Most messages one `read_inbox` returns.
 pub const INBOX_PAGE: usize = 100;
+/// Most bytes of message JSON one inbox page carries (always at least one
+/// message): answers stay far below the bridge's 64 MiB hub-message limit
+/// however large the messages waiting are; `more`/`pending` say to read again.
+pub const INBOX_PAGE_BYTES: usize = 256 * 1024;
+/// Longest message text the `read_inbox` text block repeats; longer ones are
+/// cut there (marked `text_truncated`), whole in `structuredContent`. Keeps the
+/// second copy of a page small while hosts that show the model only the text
+/// block still see every message.
+pub const INBOX_TEXT_EXCERPT_BYTES: usize = 4096;
+/// Characters of the task each `orchestrate_collaboration` subtask message
+/// quotes; the plan id names the whole, which the caller holds.
+pub const TASK_EXCERPT_CHARS: usize = 200;
+/// Most bytes of message text one `orchestrate_collaboration` may store, all
+/// subtasks together.
+pub const MAX_PLAN_BYTES: usize = 4 << 20;
+/// Most known identities an "unknown recipient" error lists (the rest are counted).
+pub const MAX_NAMES_LISTED: usize = 50;
 
 /// `tools/list`: names, descriptions and input schemas.
 pub fn list() -> Value {
@@ -42,9 +59,17 @@ pub fn list() -> Value {
             "title": "Share context with every agent",
             "description": "Stores a value under a key in the hub's shared state (durable); every agent can read it at aicp://shared-state or aicp://context/{key}.",
             "inputSchema": {"type": "object", "properties": {
-                "context_key": {"type": "string", "description": "Key to store under"},
+                "context_key": {"type": "string", "description": "Key to store under (at most 256 bytes)"},
                 "context_value": {"description": "Any JSON value"}
             }, "required": ["context_key", "context_value"]}
+        },
+        {
+            "name": "delete_context",
+            "title": "Delete a shared context key",
+            "description": "Deletes a key from the hub's shared state (any agent allowed to share context may delete any key, as it may overwrite it). Frees the quota of whoever wrote it last.",
+            "inputSchema": {"type": "object", "properties": {
+                "context_key": {"type": "string", "description": "Key to delete"}
+            }, "required": ["context_key"]}
         },
         {
             "name": "orchestrate_collaboration",
@@ -52,7 +77,7 @@ pub fn list() -> Value {
             "description": "Splits the task into subtasks (one per line or ';' if listed, else analyse/do/review), assigns every subtask to an agent (named in agents, else the connected ones), delivers each as a message and returns the plan.",
             "inputSchema": {"type": "object", "properties": {
                 "task": {"type": "string", "description": "The task to split"},
-                "agents": {"type": "array", "items": {"type": "string"}, "description": "Identities to assign to (default: every other connected agent)"}
+                "agents": {"type": "array", "items": {"type": "string"}, "description": "Identities to assign to, each connected now or seen before (case-insensitive when unambiguous; default: every other connected agent)"}
             }, "required": ["task"]}
         },
         {
@@ -70,9 +95,9 @@ pub fn list() -> Value {
         {
             "name": "send_message",
             "title": "Send a message to an agent",
-            "description": "Stores a message in the recipient's inbox (durable until read or expired) and notifies its sessions.",
+            "description": "Stores a message in the recipient's inbox (durable until read or expired) and notifies its sessions. The recipient must be an agent connected now or seen before; an unknown name is an error listing the known ones.",
             "inputSchema": {"type": "object", "properties": {
-                "to": {"type": "string", "description": "Recipient identity"},
+                "to": {"type": "string", "description": "Recipient identity as list_agents shows it (case-insensitive when unambiguous)"},
                 "text": {"type": "string", "description": "The message"},
                 "reply_to": {"type": "string", "description": "Id of the message this answers"}
             }, "required": ["to", "text"]}
@@ -80,10 +105,10 @@ pub fn list() -> Value {
         {
             "name": "read_inbox",
             "title": "Read my messages",
-            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read). Waits up to wait_ms (at most 30000) for one to arrive.",
+            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read), at most 100 and about 256 KiB per call: when `more` is true, call again with next_since. Waits up to wait_ms (at most 30000) for one to arrive.",
             "inputSchema": {"type": "object", "properties": {
-                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS},
-                "since": {"type": "integer", "minimum": 0}
+                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "How long to wait for a message when none is unread, in milliseconds (at most 30000; default 0)"},
+                "since": {"type": "integer", "minimum": 0, "description": "The next_since of your previous read_inbox (0 or absent the first time). Acknowledges, and deletes, the messages up to it that this inbox has already handed you; a larger value acknowledges no more than that"}
             }}
         }
     ]})
@@ -100,7 +125,7 @@ pub enum Access {
 pub fn scope_of(tool: &str) -> Option<Access> {
     match tool {
         "whoami" => Some(Access::Anyone),
-        "share_context" => Some(Access::Needs(Scope::Share)),
+        "share_context" | "delete_context" => Some(Access::Needs(Scope::Share)),
         "list_agents" => Some(Access::Needs(Scope::Read)),
         "route_to_agent" | "orchestrate_collaboration" | "send_message" | "read_inbox" => {
             Some(Access::Needs(Scope::Message))
@@ -134,6 +159,7 @@ pub async fn call(
         "whoami" => whoami(shared, caller),
         "list_agents" => list_agents(shared),
         "share_context" => share_context(shared, caller, args).await,
+        "delete_context" => delete_context(shared, caller, args).await,
         "send_message" => send_message(shared, caller, &incoming, args).await,
         "read_inbox" => read_inbox(shared, caller, args).await,
         "route_to_agent" => route_to_agent(shared, caller, &incoming, args).await,
@@ -171,6 +197,93 @@ fn str_list(args: &Value, name: &str) -> Result<Option<Vec<String>>, Value> {
             json!({}),
         )),
     }
+}
+
+/// Unicode general category Cf (format characters: zero-width spaces and
+/// joiners, bidi controls, the BOM, tags), listed by hand because std has no
+/// category lookup. They render as nothing, so a name holding one looks like
+/// another identity and reaches nobody.
+fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// Every identity a message may be addressed to: connected now, or seen
+/// before (the store's agents, kept across restarts). Sorted, no repeats.
+async fn known_identities(shared: &Arc<Shared>) -> Result<Vec<String>, StoreError> {
+    let seen = with_store(shared, |s| s.agents_seen()).await?;
+    let mut known: Vec<String> = seen.into_iter().map(|a| a.identity).collect();
+    known.extend(shared.presence.list().into_iter().map(|a| a.identity));
+    known.sort();
+    known.dedup();
+    Ok(known)
+}
+
+/// The known identity `raw` names, or why it names none. Surrounding
+/// whitespace is trimmed; whitespace, control or format characters inside
+/// are refused. Identities are case-sensitive (a token's `sub` as issued), but
+/// an address matches case-insensitively when exactly one known identity does,
+/// so `Bob` reaches `bob`; an exact match always wins.
+pub fn resolve_recipient(raw: &str, known: &[String]) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("the recipient name is empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || is_format_char(c))
+    {
+        return Err(format!(
+            "the recipient name {raw:?} contains U+{:04X} (whitespace, control or invisible format character); identities never do",
+            c as u32
+        ));
+    }
+    if known.iter().any(|k| k == name) {
+        return Ok(name.to_owned());
+    }
+    let lower = name.to_lowercase();
+    let folded: Vec<&String> = known.iter().filter(|k| k.to_lowercase() == lower).collect();
+    match folded.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(format!(
+            "no agent called {name:?} has ever connected to this hub, so nobody would read the message; known agents: {}",
+            list_names(known)
+        )),
+        several => Err(format!(
+            "{name:?} matches several agents when case is ignored ({}); use the exact name",
+            several
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// `a, b, c` with at most [`MAX_NAMES_LISTED`] names, then how many more.
+fn list_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let mut out = names
+        .iter()
+        .take(MAX_NAMES_LISTED)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_NAMES_LISTED {
+        out.push_str(&format!(" and {} more", names.len() - MAX_NAMES_LISTED));
+    }
+    out
+}
+
+/// The tool error for a name that reaches nobody; carries the known names.
+fn unknown_recipient(reason: String, known: &[String]) -> Value {
+    let listed: Vec<&String> = known.iter().take(MAX_NAMES_LISTED).collect();
+    tool_error(reason, json!({"known_agents": listed}))
 }
 
 fn timestamp() -> String {
@@ -267,6 +380,31 @@ async fn share_context(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> V
     }
 }
 
+/// Who may delete: any holder of the `share` scope, not only the last
+/// writer. `share_context` already lets any of them overwrite any key, so
+/// restricting deletion would protect nothing, and a key whose writer has left
+/// would otherwise stay (and count against the store) until an admin edits the file.
+async fn delete_context(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Value {
+    let key = match str_arg(args, "context_key") {
+        Ok(k) => k.to_owned(),
+        Err(e) => return e,
+    };
+    let k = key.clone();
+    match with_store(shared, move |s| s.delete_state(&k)).await {
+        Ok(deleted) => {
+            if deleted {
+                shared.presence.changed(SHARED_STATE_URI);
+                shared.presence.changed(&context_uri(&key));
+            }
+            tool_result(
+                json!({"status": "success", "context_key": key, "deleted": deleted, "deleted_by": caller.identity, "timestamp": timestamp()}),
+                false,
+            )
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
 /// Why a delivery did not happen.
 enum NotDelivered {
     Refused(Refused),
@@ -339,6 +477,14 @@ async fn send_message(
         (Ok(to), Ok(text)) => (to.to_owned(), text.to_owned()),
         (Err(e), _) | (_, Err(e)) => return e,
     };
+    let known = match known_identities(shared).await {
+        Ok(k) => k,
+        Err(e) => return store_error(&e),
+    };
+    let to = match resolve_recipient(&to, &known) {
+        Ok(to) => to,
+        Err(reason) => return unknown_recipient(reason, &known),
+    };
     let reply_to = match args.get("reply_to") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -356,7 +502,7 @@ async fn send_message(
     }
     match deliver(shared, caller, &incoming, &to, text, reply_to).await {
         Ok(m) => tool_result(
-            json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
+            json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_known": true, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
             false,
         ),
         Err(e) => e.into_result(),
@@ -385,13 +531,14 @@ async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Valu
         signal.borrow_and_update();
         let me = caller.identity.clone();
         let got = with_store(shared, move |s| {
-            s.read_inbox(&me, since, now_ms(), INBOX_PAGE)
+            s.inbox_page(&me, since, now_ms(), INBOX_PAGE, INBOX_PAGE_BYTES)
         })
         .await;
-        let messages = match got {
-            Ok(m) => m,
+        let page = match got {
+            Ok(p) => p,
             Err(e) => return store_error(&e),
         };
+        let messages = page.messages;
         let done = !messages.is_empty() || tokio::time::Instant::now() >= deadline;
         if !done {
             tokio::select! {
@@ -400,11 +547,70 @@ async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Valu
                 _ = shared.shutdown.cancelled() => {}
             }
         }
-        let next_since = messages.last().map_or(since, |m| m.seq);
-        return tool_result(
-            json!({"messages": messages, "next_since": next_since}),
-            false,
-        );
+        // Never beyond what this inbox has handed out: echoing a `since` from
+        // the future would make the next call acknowledge messages unread.
+        let next_since = messages.last().map_or(page.acked_through, |m| m.seq);
+        return inbox_result(json!({
+            "messages": messages,
+            "next_since": next_since,
+            "more": page.pending > 0,
+            "pending": page.pending,
+        }));
+    }
+}
+
+/// `read_inbox`'s answer: the page in full as `structuredContent`; the text
+/// block is the same JSON with each message text cut to
+/// [`INBOX_TEXT_EXCERPT_BYTES`], so one answer carries the page about once, not twice.
+fn inbox_result(structured: Value) -> Value {
+    let mut brief = structured.clone();
+    let mut cut = false;
+    for m in brief["messages"].as_array_mut().into_iter().flatten() {
+        if let Some(text) = m["text"].as_str()
+            && text.len() > INBOX_TEXT_EXCERPT_BYTES
+        {
+            let short = format!("{}…", truncate_bytes(text, INBOX_TEXT_EXCERPT_BYTES));
+            m["text"] = json!(short);
+            m["text_truncated"] = json!(true);
+            cut = true;
+        }
+    }
+    if cut {
+        brief["note"] = json!(format!(
+            "message texts longer than {INBOX_TEXT_EXCERPT_BYTES} bytes are cut here; structuredContent has them whole"
+        ));
+    }
+    json!({
+        "content": [{"type": "text", "text": brief.to_string()}],
+        "structuredContent": structured,
+        "isError": false,
+    })
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The first `max` characters of `task` on one line, with `…` when cut.
+fn task_excerpt(task: &str, max: usize) -> String {
+    let flat: String = task
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max + 1)
+        .collect();
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
     }
 }
 
@@ -502,8 +708,17 @@ async fn orchestrate(
             let seen = with_store(shared, |s| s.agents_seen())
                 .await
                 .unwrap_or_default();
+            let known = match known_identities(shared).await {
+                Ok(k) => k,
+                Err(e) => return store_error(&e),
+            };
             let mut out: Vec<Candidate> = Vec::new();
-            for n in names {
+            for raw in names {
+                // Every name is checked before anything is delivered: a plan is delivered whole or not at all.
+                let n = match resolve_recipient(&raw, &known) {
+                    Ok(n) => n,
+                    Err(reason) => return unknown_recipient(reason, &known),
+                };
                 if out.iter().any(|c| c.identity == n) {
                     continue;
                 }
@@ -538,9 +753,37 @@ async fn orchestrate(
     let assignment = routing::assign(&subtasks, &agents);
     let plan_id = format!("plan-{:x}-{:08x}", now_ms(), fastrand::u32(..));
     let total = subtasks.len();
+    // Each message carries its own subtask and a short quote of the task, not
+    // the whole task again (32 copies of a 1 MB task were 35 MB stored).
+    let excerpt = task_excerpt(&task, TASK_EXCERPT_CHARS);
+    let texts: Vec<String> = subtasks
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            format!(
+                "[{plan_id}] subtask {}/{total} of \"{excerpt}\": {}",
+                i + 1,
+                st.description
+            )
+        })
+        .collect();
+    let plan_bytes: usize = texts
+        .iter()
+        .zip(&assignment)
+        .filter(|(_, who)| who.is_some())
+        .map(|(t, _)| t.len())
+        .sum();
+    if plan_bytes > MAX_PLAN_BYTES {
+        return tool_error(
+            format!(
+                "the plan's subtask messages would store {plan_bytes} bytes; one orchestrate_collaboration stores at most {MAX_PLAN_BYTES}: send a shorter task, or share it with share_context and name the key"
+            ),
+            json!({"max_bytes": MAX_PLAN_BYTES}),
+        );
+    }
     let mut steps = Vec::with_capacity(total);
     let mut failures = Vec::new();
-    for (i, (st, who)) in subtasks.iter().zip(&assignment).enumerate() {
+    for (i, ((st, who), text)) in subtasks.iter().zip(&assignment).zip(texts).enumerate() {
         let mut step = json!({
             "index": i + 1,
             "description": st.description,
@@ -550,11 +793,6 @@ async fn orchestrate(
             "message_id": null,
         });
         if let Some(who) = who {
-            let text = format!(
-                "[{plan_id}] subtask {}/{total} of \"{task}\": {}",
-                i + 1,
-                st.description
-            );
             match deliver(shared, caller, incoming, who, text, None).await {
                 Ok(m) => {
                     step["delivered"] = json!(true);
@@ -592,6 +830,330 @@ async fn orchestrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Scopes;
+    use crate::presence::Agent;
+    use crate::store::{AgentRecord, SqliteStore, StoreLimits};
+    use crate::{Settings, metrics::Metrics, presence::Presence};
+
+    /// A hub's shared state over an in-memory store, without a listener.
+    fn hub(limits: StoreLimits) -> Arc<Shared> {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        Arc::new(Shared {
+            store: Arc::new(SqliteStore::with_connection(conn, limits).unwrap()),
+            presence: Presence::default(),
+            metrics: Metrics::new(),
+            settings: Settings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                data_dir: std::path::PathBuf::from("/nonexistent"),
+                open: false,
+                rate_per_sec: 0.0,
+                burst: 1,
+                max_message_bytes: crate::DEFAULT_MAX_MESSAGE_BYTES,
+                max_connections: 1,
+                message_ttl_ms: 60_000,
+                max_hops: 16,
+                store: limits,
+                keepalive: None,
+                allowed_origins: Vec::new(),
+                max_connections_per_identity: 16,
+            },
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
+    /// A connected agent (as a session joins it) and its caller.
+    fn connect(shared: &Arc<Shared>, identity: &str, scopes: Scopes) -> Caller {
+        let connection = shared.presence.next_connection();
+        shared.presence.join(Agent {
+            connection,
+            identity: identity.into(),
+            client_name: None,
+            client_version: None,
+            capabilities: Vec::new(),
+            connected_at: 0,
+        });
+        shared
+            .store
+            .agent_seen(&AgentRecord {
+                identity: identity.into(),
+                client_name: None,
+                client_version: None,
+                capabilities: Vec::new(),
+                last_seen: 0,
+            })
+            .unwrap();
+        Caller {
+            connection,
+            identity: identity.into(),
+            scopes,
+        }
+    }
+
+    async fn tool(shared: &Arc<Shared>, caller: &Caller, name: &str, args: Value) -> Value {
+        call(shared, caller, &json!({"name": name, "arguments": args}))
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn recipient_names_are_trimmed_folded_and_must_be_known() {
+        let known: Vec<String> = ["alice", "bob", "Dave", "dave"].map(String::from).to_vec();
+        assert_eq!(resolve_recipient("bob", &known).unwrap(), "bob");
+        assert_eq!(resolve_recipient(" bob \n", &known).unwrap(), "bob");
+        assert_eq!(resolve_recipient("Bob", &known).unwrap(), "bob");
+        assert_eq!(
+            resolve_recipient("dave", &known).unwrap(),
+            "dave",
+            "exact wins"
+        );
+        let e = resolve_recipient("DAVE", &known).unwrap_err();
+        assert!(e.contains("several") && e.contains("Dave, dave"), "{e}");
+        for bad in [
+            "b\u{200b}ob",
+            "b\u{2060}ob",
+            "\u{feff}bob",
+            "b\u{200d}ob",
+            "b ob",
+            "b\tob",
+            "b\u{7}ob",
+        ] {
+            let e = resolve_recipient(bad, &known).unwrap_err();
+            assert!(e.contains("U+"), "{bad:?}: {e}");
+        }
+        let e = resolve_recipient("nobody-ever", &known).unwrap_err();
+        assert!(e.contains("alice, bob, Dave, dave"), "{e}");
+        assert!(resolve_recipient("   ", &known).is_err());
+        let many: Vec<String> = (0..MAX_NAMES_LISTED + 7)
+            .map(|i| format!("a{i:03}"))
+            .collect();
+        let e = resolve_recipient("zed", &many).unwrap_err();
+        assert!(e.ends_with("and 7 more"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn messages_to_unknown_names_are_refused_not_stored() {
+        let shared = hub(StoreLimits::default());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        for (to, ok) in [
+            ("Bob", true),
+            ("bob ", true),
+            ("b\u{200b}ob", false),
+            ("nobody-ever", false),
+        ] {
+            let r = tool(
+                &shared,
+                &alice,
+                "send_message",
+                json!({"to": to, "text": "hi"}),
+            )
+            .await;
+            let sc = &r["structuredContent"];
+            if ok {
+                assert_eq!(
+                    (sc["to"].as_str(), r["isError"].as_bool()),
+                    (Some("bob"), Some(false)),
+                    "{r}"
+                );
+                assert_eq!(sc["recipient_known"], true);
+            } else {
+                assert_eq!(r["isError"], true, "{to:?}: {r}");
+                assert_eq!(sc["known_agents"], json!(["alice", "bob"]), "{r}");
+            }
+        }
+        let r = tool(&shared, &bob, "read_inbox", json!({})).await;
+        assert_eq!(
+            r["structuredContent"]["messages"].as_array().unwrap().len(),
+            2,
+            "{r}"
+        );
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": "a; b", "agents": ["BOB", "ghost"]}),
+        )
+        .await;
+        assert_eq!(r["isError"], true, "{r}");
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": "a; b", "agents": ["BOB"]}),
+        )
+        .await;
+        assert_eq!(r["structuredContent"]["agents"], json!(["bob"]), "{r}");
+        assert_eq!(
+            shared.store.read_inbox("ghost", 0, now_ms(), 10).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            shared.store.read_inbox("BOB", 0, now_ms(), 10).unwrap(),
+            vec![]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_inbox_answer_is_bounded_and_says_there_is_more() {
+        let shared = hub(StoreLimits {
+            max_pending_bytes_per_sender: u64::MAX,
+            ..Default::default()
+        });
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        let big = "x".repeat(1_000_000);
+        for _ in 0..3 {
+            let r = tool(
+                &shared,
+                &alice,
+                "send_message",
+                json!({"to": "bob", "text": big}),
+            )
+            .await;
+            assert_eq!(r["isError"], false);
+        }
+        let mut since = json!(0);
+        for left in [2, 1, 0] {
+            let r = tool(&shared, &bob, "read_inbox", json!({"since": since})).await;
+            let sc = &r["structuredContent"];
+            assert_eq!(sc["messages"].as_array().unwrap().len(), 1);
+            assert_eq!(sc["messages"][0]["text"].as_str().unwrap().len(), 1_000_000);
+            assert_eq!(
+                (sc["more"].as_bool(), sc["pending"].as_u64()),
+                (Some(left > 0), Some(left)),
+                "{sc:.200}"
+            );
+            // The text block repeats the page with each text cut to the excerpt, not a second megabyte.
+            let text = r["content"][0]["text"].as_str().unwrap();
+            assert!(
+                text.len() < INBOX_TEXT_EXCERPT_BYTES + 2000,
+                "{}",
+                text.len()
+            );
+            let brief: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(brief["messages"][0]["text_truncated"], true);
+            assert!(r.to_string().len() < 1_000_000 + INBOX_TEXT_EXCERPT_BYTES + 4000);
+            since = sc["next_since"].clone();
+        }
+        // Small messages: one page carries up to INBOX_PAGE_BYTES of them, and the text block equals structuredContent.
+        for i in 0..90 {
+            tool(
+                &shared,
+                &alice,
+                "send_message",
+                json!({"to": "bob", "text": format!("{i}: {}", "y".repeat(3_500))}),
+            )
+            .await;
+        }
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": since})).await;
+        let sc = &r["structuredContent"];
+        let n = sc["messages"].as_array().unwrap().len();
+        assert!(
+            (50..90).contains(&n),
+            "{n} messages of ~3.5 KB in a 256 KiB page"
+        );
+        assert_eq!(sc["pending"].as_u64(), Some(90 - n as u64));
+        assert!(sc.to_string().len() <= INBOX_PAGE_BYTES + 1000);
+        let text: Value = serde_json::from_str(r["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert!(
+            &text == sc,
+            "short texts are repeated whole in the text block"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plan_stores_each_subtask_once_and_is_bounded() {
+        let shared = hub(StoreLimits {
+            max_pending_bytes_per_sender: u64::MAX,
+            ..Default::default()
+        });
+        let alice = connect(&shared, "alice", Scopes::all());
+        connect(&shared, "bob", Scopes::all());
+        // 32 lines of ~31 KB: one 1 MB task.
+        let task: String = (0..32)
+            .map(|i| format!("step {i} {}\n", "w".repeat(31_000)))
+            .collect();
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": task, "agents": ["bob"]}),
+        )
+        .await;
+        assert_eq!(
+            r["structuredContent"]["status"],
+            "delegated",
+            "{:.300}",
+            r.to_string()
+        );
+        let stored: usize = shared
+            .store
+            .read_inbox("bob", 0, now_ms(), 100)
+            .unwrap()
+            .iter()
+            .map(|m| m.text.len())
+            .sum();
+        assert!(
+            stored < task.len() + 32 * 400,
+            "{stored} bytes stored for a {} byte task",
+            task.len()
+        );
+        // A task whose default phases would store more than MAX_PLAN_BYTES is refused whole.
+        let huge = "v".repeat(MAX_PLAN_BYTES / 2);
+        let r = tool(
+            &shared,
+            &alice,
+            "orchestrate_collaboration",
+            json!({"task": huge, "agents": ["bob"]}),
+        )
+        .await;
+        assert_eq!(r["isError"], true);
+        let why = r["structuredContent"]["error"].as_str().unwrap();
+        assert!(why.contains(&MAX_PLAN_BYTES.to_string()), "{why}");
+        assert_eq!(
+            shared
+                .store
+                .read_inbox("bob", 0, now_ms(), 100)
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_eq!(task_excerpt("a\nb", 10), "a b");
+        assert_eq!(task_excerpt("abcdef", 3), "abc…");
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+    }
+
+    #[tokio::test]
+    async fn next_since_never_runs_ahead_of_what_was_returned() {
+        let shared = hub(StoreLimits::default());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        let send = |text: &'static str| json!({"to": "bob", "text": text});
+        tool(&shared, &alice, "send_message", send("one")).await;
+        // A `since` far ahead of anything bob was handed: nothing is deleted and it is not echoed.
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": 1_000_000})).await;
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["messages"][0]["text"], "one", "{r}");
+        let first = sc["messages"][0]["seq"].as_u64().unwrap();
+        assert_eq!(sc["next_since"], first);
+        // Following a bogus cursor again does not delete a message stored meanwhile.
+        tool(&shared, &alice, "send_message", send("two")).await;
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": u64::MAX})).await;
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["messages"][0]["text"], "two", "{r}");
+        let r = tool(&shared, &bob, "read_inbox", json!({"since": u64::MAX})).await;
+        let sc = &r["structuredContent"];
+        assert_eq!(sc["messages"], json!([]), "{r}");
+        assert!(sc["next_since"].as_u64().unwrap() <= first + 1, "{r}");
+        let tools = list();
+        let schema = &tools["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "read_inbox")
+            .unwrap()["inputSchema"]["properties"]["since"];
+        assert!(schema["description"].is_string(), "{schema}");
+    }
 
     #[test]
     fn iso8601_formats_utc() {
@@ -601,8 +1163,112 @@ mod tests {
 
     #[test]
     fn every_listed_tool_has_a_scope() {
-        for t in list()["tools"].as_array().unwrap() {
+        let tools = list()["tools"].as_array().unwrap().clone();
+        for t in &tools {
             assert!(scope_of(t["name"].as_str().unwrap()).is_some(), "{t}");
         }
+        assert_eq!(tools.len(), 8, "the tool count (docs/hub.md lists each)");
+        assert_eq!(
+            scope_of("delete_context"),
+            Some(Access::Needs(Scope::Share))
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_context_and_per_identity_context_quotas() {
+        let shared = hub(StoreLimits {
+            max_context_bytes_per_identity: 1000,
+            ..Default::default()
+        });
+        let mallory = connect(&shared, "mallory", Scopes::all());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let share = |k: String, v: Value| json!({"context_key": k, "context_value": v});
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("k".repeat(257), json!(1)),
+        )
+        .await;
+        assert_eq!(r["isError"], true, "{r}");
+        assert!(
+            r["structuredContent"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("at most 256"),
+            "{r}"
+        );
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("big".into(), json!("x".repeat(990))),
+        )
+        .await;
+        assert_eq!(r["isError"], false, "{r}");
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("more".into(), json!("x")),
+        )
+        .await;
+        assert_eq!(r["isError"], true, "{r}");
+        assert!(
+            r["structuredContent"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("at most 1000"),
+            "{r}"
+        );
+        // Mallory's full quota leaves alice's untouched.
+        let r = tool(
+            &shared,
+            &alice,
+            "share_context",
+            share("plan".into(), json!("x".repeat(900))),
+        )
+        .await;
+        assert_eq!(r["isError"], false, "{r}");
+        let r = tool(
+            &shared,
+            &alice,
+            "delete_context",
+            json!({"context_key": "big"}),
+        )
+        .await;
+        assert_eq!(
+            (
+                r["isError"].as_bool(),
+                r["structuredContent"]["deleted"].as_bool()
+            ),
+            (Some(false), Some(true)),
+            "{r}"
+        );
+        let r = tool(
+            &shared,
+            &alice,
+            "delete_context",
+            json!({"context_key": "big"}),
+        )
+        .await;
+        assert_eq!(r["structuredContent"]["deleted"], false, "{r}");
+        let r = tool(
+            &shared,
+            &mallory,
+            "share_context",
+            share("more".into(), json!("x")),
+        )
+        .await;
+        assert_eq!(r["isError"], false, "the quota is free again: {r}");
+        let reader = connect(&shared, "reader", Scopes::from_list(["read"]).unwrap());
+        let e = call(
+            &shared,
+            &reader,
+            &json!({"name": "delete_context", "arguments": {"context_key": "plan"}}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, crate::rpc::FORBIDDEN);
     }
 }

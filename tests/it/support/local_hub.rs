@@ -302,7 +302,16 @@ impl RawClient {
     }
 }
 
+// Helpers for the hardening tests (hub_listener.rs, hub_session.rs).
 impl LocalHub {
+    /// `127.0.0.1:PORT`, for raw TCP clients.
+    pub fn addr(&self) -> String {
+        self.url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/mcp")
+            .to_owned()
+    }
+
     /// The hub child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the hub is running")
@@ -316,6 +325,26 @@ impl LocalHub {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+    }
+
+    /// How many file descriptors the hub holds open (/proc/PID/fd; Linux only).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Like [`LocalHub::start`], after `prepare` has run on the (not yet created) data dir's path.
+    pub async fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> LocalHub {
+        let (_, home) = command(&[]);
+        let data_dir = home.path().join("hub-data");
+        prepare(&data_dir);
+        LocalHub::start_in(
+            home,
+            data_dir,
+            extra.iter().map(|s| s.to_string()).collect(),
+        )
+        .await
     }
 }
 
@@ -343,4 +372,35 @@ impl RawClient {
             }
         }
     }
+}
+
+/// Sends `request` on a new TCP connection and returns the status code and the
+/// raw response read until the hub closes (or, for a 101, until the head ends).
+pub async fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the hub answers in time");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
