@@ -51,7 +51,11 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Hub {
         /// Arguments for `aicp-hub` (`aicp-bridge hub --help` shows them).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
         args: Vec<std::ffi::OsString>,
     },
 }
@@ -244,4 +248,3 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 }
-

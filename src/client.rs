@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use aicp_proto::aixp::AixpStatus;
+
 use crate::config::HubConfig;
 use crate::hub_connection::{self, HubError, Ws};
 use aicp_proto::wire::{self, Id, Kind};
@@ -32,11 +34,11 @@ pub enum ClientError {
 
 impl ClientError {
     /// The AIXP status code for `status` and exit codes.
-    pub fn aixp_status(&self) -> u16 {
+    pub fn aixp_status(&self) -> AixpStatus {
         match self {
             ClientError::Hub(e) => e.aixp_status(),
-            ClientError::Rpc { .. } => 5006,
-            ClientError::Timeout { .. } => 5005,
+            ClientError::Rpc { .. } => AixpStatus::DATA_FORMAT,
+            ClientError::Timeout { .. } => AixpStatus::COMMUNICATION,
         }
     }
 }
@@ -147,7 +149,7 @@ impl HubClient {
                 Kind::Request { id: hub_id, .. } => {
                     let no = wire::error_response(
                         Some(&hub_id),
-                        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                        aicp_proto::codes::METHOD_NOT_FOUND,
                         "aicp-bridge's command line does not answer hub requests",
                         None,
                     );

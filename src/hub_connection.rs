@@ -30,12 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{HubConfig, INITIAL_BACKOFF, redact_url};
+use aicp_proto::aixp::AixpStatus;
 use aicp_proto::meta::SUBPROTOCOL;
 use aicp_proto::wire::{self, Id, Kind};
 
 /// The WebSocket to a hub, plain or TLS.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 
 /// How long a clean close waits for the hub's close reply.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -106,12 +106,14 @@ pub enum HubError {
 
 impl HubError {
     /// The AIXP status code that classifies this failure (see docs/limits.md).
-    pub fn aixp_status(&self) -> u16 {
+    pub fn aixp_status(&self) -> AixpStatus {
         match self {
-            HubError::Unauthorized { .. } => 5004,
-            HubError::TooLarge { .. } | HubError::InitRejected(_) => 5006,
-            HubError::Closed(_) | HubError::Silent(_) | HubError::Lost(_) => 5009,
-            _ => 5003,
+            HubError::Unauthorized { .. } => AixpStatus::IDENTIFICATION,
+            HubError::TooLarge { .. } | HubError::InitRejected(_) => AixpStatus::DATA_FORMAT,
+            HubError::Closed(_) | HubError::Silent(_) | HubError::Lost(_) => {
+                AixpStatus::UNEXPECTED_DISCONNECT
+            }
+            _ => AixpStatus::HUB_DISCONNECTED,
         }
     }
 

@@ -108,4 +108,3 @@ impl Write for Redacting {
         }
     }
 }
-

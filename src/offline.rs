@@ -4,18 +4,16 @@
 //! list requests get empty lists, and everything else a JSON-RPC error that
 //! names the cause, which the model can read and act on.
 
-use rmcp::model::{
-    ErrorCode, Implementation, InitializeResult, ProtocolVersion, ServerCapabilities,
-};
+use rmcp::model::{Implementation, InitializeResult, ProtocolVersion, ServerCapabilities};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::hub_connection::HubError;
+use aicp_proto::codes;
 use aicp_proto::wire::{self, Id, Method};
 
 /// The JSON-RPC error code for "the hub cannot be reached"; in the range
 /// JSON-RPC leaves to implementations.
-pub const HUB_UNAVAILABLE: i32 = -32000;
 
 /// The answer to one host request made while the hub is down.
 pub fn answer(
@@ -40,7 +38,7 @@ pub fn answer(
 pub fn unavailable(id: &Id, cause: &HubError) -> String {
     wire::error_response(
         Some(id),
-        ErrorCode(HUB_UNAVAILABLE),
+        codes::HUB_UNAVAILABLE,
         &format!(
             "AICP hub unavailable: {cause}. The bridge keeps reconnecting; try again shortly."
         ),
@@ -114,7 +112,7 @@ mod tests {
         assert_eq!(v["result"]["tools"], json!([]));
         let v: Value =
             serde_json::from_str(&answer(&id(), Method::ToolsCall, None, &cause, "h")).unwrap();
-        assert_eq!(v["error"]["code"], HUB_UNAVAILABLE);
+        assert_eq!(v["error"]["code"], codes::HUB_UNAVAILABLE.0);
         assert!(v["error"]["message"].as_str().unwrap().contains("refused"));
         assert_eq!(v["error"]["data"]["aixpStatus"], 5003);
     }

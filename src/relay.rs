@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::ErrorCode;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncWrite};
@@ -37,10 +36,11 @@ use crate::guard::{self, Guard, ListCache, Now, Outcome};
 use crate::host::{self, Line, LineReader};
 use crate::hub_connection::{self, HubError, HubEvent, Outgoing};
 use crate::normalize;
-use crate::offline::{self, HUB_UNAVAILABLE};
+use crate::offline;
 use crate::state::Live;
 use crate::validate;
 use aicp_proto::aixp::AixpStatus;
+use aicp_proto::codes;
 use aicp_proto::meta::{AGENT_META_KEY, AUTH_META_KEY};
 use aicp_proto::wire::{self, Id, Kind, Method};
 
@@ -49,7 +49,6 @@ use aicp_proto::wire::{self, Id, Kind, Method};
 pub const EOF_DRAIN: Duration = Duration::from_millis(500);
 
 /// JSON-RPC error code for a request that got neither a reply nor progress in time.
-pub const REQUEST_TIMEOUT: i32 = -32001;
 
 /// Runs the relay until the host closes its input or `shutdown` fires, then
 /// closes the hub connection with code 1000 and flushes what the host is owed.
@@ -233,7 +232,7 @@ impl Session {
                 let msg = "the identical list request this one was waiting on ended without an answer; ask again";
                 self.send_host(wire::error_response(
                     Some(&id),
-                    ErrorCode(HUB_UNAVAILABLE),
+                    codes::HUB_UNAVAILABLE,
                     msg,
                     None,
                 ))
@@ -268,12 +267,11 @@ impl Session {
                     self.max_host_message
                 );
                 warn!(id = ?id, bytes = len, "refused an oversized host message");
-                let data =
-                    json!({ "aixpStatus": 5006, "limit": self.max_host_message, "size": len });
+                let data = json!({ "aixpStatus": AixpStatus::DATA_FORMAT, "limit": self.max_host_message, "size": len });
                 return self
                     .send_host(wire::error_response(
                         id.as_ref(),
-                        ErrorCode::INVALID_REQUEST,
+                        codes::INVALID_REQUEST,
                         &msg,
                         Some(data),
                     ))
@@ -283,7 +281,7 @@ impl Session {
                 return self
                     .send_host(wire::error_response(
                         id.as_ref(),
-                        ErrorCode::PARSE_ERROR,
+                        codes::PARSE_ERROR,
                         "parse error: message is not UTF-8",
                         None,
                     ))
@@ -353,7 +351,7 @@ impl Session {
             return self
                 .send_host(wire::error_response(
                     Some(&id),
-                    ErrorCode::INVALID_REQUEST,
+                    codes::INVALID_REQUEST,
                     &msg,
                     None,
                 ))
@@ -582,7 +580,7 @@ impl Session {
             );
             let data = json!({ "aixpStatus": cause.aixp_status(), "retryInMs": retry_in.as_millis() as u64 });
             let reply =
-                wire::error_response(Some(&id), ErrorCode(HUB_UNAVAILABLE), &message, Some(data));
+                wire::error_response(Some(&id), codes::HUB_UNAVAILABLE, &message, Some(data));
             self.send_host(reply).await;
         }
         self.hub_requests.clear();
@@ -640,7 +638,7 @@ impl Session {
                     return debug!(%id, "dropped a hub reply to an unknown or cancelled request");
                 };
                 if pending.guarded && !reply.hub_failed {
-                    debug!(%id, aixp = 5002, "call delivered and answered");
+                    debug!(%id, aixp = %AixpStatus::DELIVERED, "call delivered and answered");
                 }
                 let mut out = match reply.fix {
                     ResultFix::Replace(result, rule) => {
@@ -816,10 +814,10 @@ impl Session {
             let msg = format!(
                 "no reply or progress from the AICP hub for {secs} s (--request-timeout); the request was cancelled"
             );
-            let data = json!({ "aixpStatus": 5005, "timeoutSeconds": secs });
+            let data = json!({ "aixpStatus": AixpStatus::COMMUNICATION, "timeoutSeconds": secs });
             self.send_host(wire::error_response(
                 Some(&id),
-                ErrorCode(REQUEST_TIMEOUT),
+                codes::REQUEST_TIMEOUT,
                 &msg,
                 Some(data),
             ))
@@ -827,7 +825,6 @@ impl Session {
         }
     }
 }
-
 
 fn init_meta(cfg: &ServeConfig) -> Vec<(&'static str, serde_json::Value)> {
     let mut meta = Vec::new();
@@ -934,10 +931,10 @@ fn request_id_param(params: Option<&RawValue>) -> Option<Id> {
 /// Whether a hub error says the hub itself failed (internal or server
 /// error), as opposed to a request it rightly refused (unknown method, bad params).
 fn is_hub_failure(error: &str) -> bool {
-    let code = serde_json::from_str::<serde_json::Value>(error)
+    serde_json::from_str::<serde_json::Value>(error)
         .ok()
-        .and_then(|e| e.get("code").and_then(serde_json::Value::as_i64));
-    matches!(code, Some(-32603) | Some(-32099..=-32000))
+        .and_then(|e| e.get("code").and_then(serde_json::Value::as_i64))
+        .is_some_and(codes::is_server_failure)
 }
 
 struct Reply {

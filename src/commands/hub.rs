@@ -10,7 +10,11 @@ use std::process::{Command, ExitCode};
 use anyhow::Context;
 
 /// The hub binary's file name on this platform.
-const HUB_BIN: &str = if cfg!(windows) { "aicp-hub.exe" } else { "aicp-hub" };
+const HUB_BIN: &str = if cfg!(windows) {
+    "aicp-hub.exe"
+} else {
+    "aicp-hub"
+};
 
 /// Replaces this process with `aicp-hub ARGS…` (Unix), so signals, the exit
 /// code and the PID are the hub's own; elsewhere runs it and passes its exit code on.
@@ -29,7 +33,9 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
         let status = command
             .status()
             .with_context(|| format!("cannot run {}", hub.display()))?;
-        Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        Ok(ExitCode::from(
+            status.code().unwrap_or(1).clamp(0, 255) as u8
+        ))
     }
 }
 

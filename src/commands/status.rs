@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aicp_proto::aixp::AixpStatus;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -67,7 +68,7 @@ pub struct CredentialReport {
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionReport {
     pub reachable: bool,
-    pub aixp_status: u16,
+    pub aixp_status: AixpStatus,
     pub rtt_ms: Option<f64>,
     pub server_name: Option<String>,
     pub server_version: Option<String>,
@@ -198,15 +199,17 @@ fn gather(args: &StatusArgs, patience: Duration) -> anyhow::Result<Report> {
         let report = block_on(probe(&cfg, patience))?;
         if let Some(error) = &report.error {
             let (error, fix) = match (report.aixp_status, &no_keyring) {
-                (5004, _) if had_token => (
+                (AixpStatus::IDENTIFICATION, _) if had_token => (
                     error.clone(),
                     "aicp-bridge login   (the token was refused: log in again)",
                 ),
-                (5004, Some(why)) => (
+                (AixpStatus::IDENTIFICATION, Some(why)) => (
                     format!("{error} [{why}]"),
                     "export AICP_TOKEN=…, or pass --token-file PATH (a file only you can read): there is no OS keyring here",
                 ),
-                (5004, None) => (error.clone(), "aicp-bridge login   (the hub wants a token)"),
+                (AixpStatus::IDENTIFICATION, None) => {
+                    (error.clone(), "aicp-bridge login   (the hub wants a token)")
+                }
                 _ if error.contains("TLS") => (
                     error.clone(),
                     "check the hub's certificate, or pass --ca-file with its CA",
@@ -275,7 +278,7 @@ async fn probe(cfg: &crate::config::HubConfig, patience: Duration) -> Connection
     let text = |v: &Value| v.as_str().map(str::to_owned);
     ConnectionReport {
         reachable: true,
-        aixp_status: 5001,
+        aixp_status: AixpStatus::OK,
         rtt_ms: Some((rtt.as_secs_f64() * 1e5).round() / 100.0),
         server_name: text(&server["serverInfo"]["name"]),
         server_version: text(&server["serverInfo"]["version"]),

@@ -44,7 +44,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use aicp_proto::aixp::AixpStatus;
+use aicp_proto::codes;
 use auth::{Scope, Scopes, Secret};
+use rpc::ErrorDataExt;
 use store::{SqliteStore, Store, StoreLimits};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
@@ -117,12 +119,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn require(&self, scope: Scope) -> Result<(), rpc::RpcError> {
+    pub fn require(&self, scope: Scope) -> Result<(), rpc::ErrorData> {
         if self.scopes.has(scope) {
             Ok(())
         } else {
-            Err(rpc::RpcError::new(
-                rpc::FORBIDDEN,
+            Err(rpc::err(
+                codes::FORBIDDEN,
                 format!(
                     "the token for {} lacks the `{scope}` scope this needs",
                     self.identity

@@ -238,7 +238,8 @@ fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
             max_keys_per_identity: args.max_keys_per_identity,
             max_pending_bytes_per_sender: args.max_pending_bytes_per_sender,
         },
-        keepalive: (args.keepalive > 0.0).then(|| std::time::Duration::from_secs_f64(args.keepalive)),
+        keepalive: (args.keepalive > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(args.keepalive)),
         allowed_origins: args
             .allow_origin
             .iter()

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::rpc::RpcError;
+use super::rpc::{self, ErrorData};
 
 pub fn list() -> Value {
     json!({"prompts": [
@@ -23,11 +23,11 @@ pub fn list() -> Value {
     ]})
 }
 
-pub fn get(params: &Value) -> Result<Value, RpcError> {
+pub fn get(params: &Value) -> Result<Value, ErrorData> {
     let name = params
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params("prompts/get needs a string `name`"))?;
+        .ok_or_else(|| rpc::invalid_params("prompts/get needs a string `name`"))?;
     let args = params.get("arguments").cloned().unwrap_or(json!({}));
     let arg = |k: &str| {
         args.get(k)
@@ -36,9 +36,8 @@ pub fn get(params: &Value) -> Result<Value, RpcError> {
             .filter(|s| !s.is_empty())
     };
     let required = |k: &str| {
-        arg(k).ok_or_else(|| {
-            RpcError::invalid_params(format!("prompt {name:?} needs the argument `{k}`"))
-        })
+        arg(k)
+            .ok_or_else(|| rpc::invalid_params(format!("prompt {name:?} needs the argument `{k}`")))
     };
     let (description, text) = match name {
         "analyze_task" => {
@@ -66,9 +65,7 @@ pub fn get(params: &Value) -> Result<Value, RpcError> {
             (format!("Collaboration request: {task}"), text)
         }
         other => {
-            return Err(RpcError::invalid_params(format!(
-                "unknown prompt {other:?}"
-            )));
+            return Err(rpc::invalid_params(format!("unknown prompt {other:?}")));
         }
     };
     Ok(json!({

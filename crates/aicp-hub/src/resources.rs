@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 
 use super::auth::Scope;
 use super::presence::{CONTEXT_URI_PREFIX, INBOX_URI_PREFIX, SHARED_STATE_URI, inbox_uri};
-use super::rpc::{RESOURCE_NOT_FOUND, RpcError};
+use super::rpc::{self, ErrorData, ErrorDataExt};
 use super::tools::{INBOX_PAGE, INBOX_PAGE_BYTES, with_store};
 use super::{Caller, Shared, now_ms};
+use aicp_proto::codes::{self, RESOURCE_NOT_FOUND};
 
 const JSON: &str = "application/json";
 /// Longest URI accepted, in bytes: subscriptions keep theirs for the connection's life.
@@ -42,11 +43,11 @@ pub enum Target {
     Inbox(String),
 }
 
-pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, RpcError> {
+pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, ErrorData> {
     if uri.len() > MAX_URI_BYTES {
         // Not echoed back: the URI is the thing that is too large.
-        return Err(RpcError::new(
-            super::rpc::TOO_LARGE,
+        return Err(rpc::err(
+            codes::TOO_LARGE,
             format!(
                 "the URI is {} bytes; this hub accepts URIs of at most {MAX_URI_BYTES}",
                 uri.len()
@@ -57,7 +58,7 @@ pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, RpcError> {
         ));
     }
     let not_found = || {
-        RpcError::new(RESOURCE_NOT_FOUND, format!("resource not found: {uri}"))
+        rpc::err(RESOURCE_NOT_FOUND, format!("resource not found: {uri}"))
             .with_data(json!({"uri": uri}))
     };
     if uri == SHARED_STATE_URI {
@@ -85,11 +86,11 @@ pub async fn read(
     shared: &Arc<Shared>,
     caller: &Caller,
     params: &Value,
-) -> Result<Value, RpcError> {
+) -> Result<Value, ErrorData> {
     let uri = params
         .get("uri")
         .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params("resources/read needs a string `uri`"))?;
+        .ok_or_else(|| rpc::invalid_params("resources/read needs a string `uri`"))?;
     let body = match resolve(caller, uri)? {
         Target::SharedState => with_store(shared, |s| s.snapshot())
             .await
@@ -97,11 +98,10 @@ pub async fn read(
         Target::Context(key) => match with_store(shared, move |s| s.get_state(&key)).await {
             Ok(Some(v)) => Ok(v),
             Ok(None) => {
-                return Err(RpcError::new(
-                    RESOURCE_NOT_FOUND,
-                    format!("no shared context under {uri}"),
-                )
-                .with_data(json!({"uri": uri})));
+                return Err(
+                    rpc::err(RESOURCE_NOT_FOUND, format!("no shared context under {uri}"))
+                        .with_data(json!({"uri": uri})),
+                );
             }
             Err(e) => Err(e),
         },
@@ -112,6 +112,6 @@ pub async fn read(
         .await
         .map(|p| json!({"messages": p.messages, "more": p.pending > 0, "pending": p.pending})),
     }
-    .map_err(|e| RpcError::new(super::rpc::INTERNAL_ERROR, e.to_string()))?;
+    .map_err(|e| rpc::err(codes::INTERNAL_ERROR, e.to_string()))?;
     Ok(json!({"contents": [{"uri": uri, "mimeType": JSON, "text": body.to_string()}]}))
 }

@@ -36,13 +36,15 @@ use aicp_proto::aixp::AixpStatus;
 use super::auth::Principal;
 use super::limits::{RateLimited, TokenBucket};
 use super::presence::Agent;
-use super::rpc::{self, RpcError};
+use super::rpc::{self, ErrorData, ErrorDataExt};
 use super::store::AgentRecord;
 use super::{
     ANSWER_LIMIT_FACTOR, Caller, DRAIN_TIMEOUT, HARD_FRAME_LIMIT_FACTOR, Shared, now_ms, prompts,
     resources, tools,
 };
+use aicp_proto::codes;
 use aicp_proto::meta::AGENT_META_KEY;
+use aicp_proto::wire::{self, Id, Kind};
 
 /// Protocol versions the hub speaks, newest first. A client asking for
 /// another gets the newest, and decides (MCP version negotiation).
@@ -202,7 +204,7 @@ pub async fn run<S>(
                     }
                     Some(Ok(Frame::Binary(_))) => {
                         if let Err(end) = s.admit() { break end; }
-                        let e = RpcError::new(rpc::INVALID_REQUEST, "binary frames are not accepted: send JSON-RPC as WebSocket text frames");
+                        let e = rpc::err(codes::INVALID_REQUEST, "binary frames are not accepted: send JSON-RPC as WebSocket text frames");
                         s.reject(&Value::Null, &e).await;
                     }
                     // Pings and pongs are not charged to the bucket: tungstenite answers pings
@@ -330,8 +332,9 @@ struct Session<S> {
     broken: bool,
 }
 
+/// A request id as the in-flight map keys it: canonical JSON text, as the shared parser gives it.
 fn id_key(id: &Value) -> String {
-    id.to_string()
+    Id::from_value(id).map_or_else(|| id.to_string(), |id| id.as_json().to_owned())
 }
 
 impl<S> Session<S>
@@ -357,7 +360,7 @@ where
     /// Answers malformed input with an error, unless the frame was over the
     /// rate limit: then it is dropped unanswered (and counted), so garbage
     /// cannot buy a reply per frame.
-    async fn reject(&mut self, id: &Value, e: &RpcError) {
+    async fn reject(&mut self, id: &Value, e: &ErrorData) {
         if self.limited.is_some() {
             self.shared.metrics.frames_dropped.inc();
             return;
@@ -453,8 +456,8 @@ where
                 // An id too long to keep is not echoed either.
                 .filter(|id| id_key(id).len() <= MAX_ID_BYTES)
                 .unwrap_or(Value::Null);
-            let e = RpcError::new(
-                rpc::TOO_LARGE,
+            let e = rpc::err(
+                codes::TOO_LARGE,
                 format!(
                     "message is {} bytes; this hub accepts at most {max}",
                     text.len()
@@ -464,44 +467,40 @@ where
             self.reject(&id, &e).await;
             return None;
         }
-        let msg: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                let e = RpcError::new(rpc::PARSE_ERROR, format!("parse error: {e}"));
-                self.reject(&Value::Null, &e).await;
+        // The envelope is read by the parser both ends share: the same rules
+        // (and the same refusals) as the bridge applies to its host.
+        let (id, method, params) = match wire::parse(text, true) {
+            Ok(msg) => match msg.kind {
+                Kind::Request { id, method } => (Some(id), method, msg.params),
+                Kind::Notification { method } => (None, method, msg.params),
+                // A response: the hub sends no requests, so there is nothing to match it to.
+                Kind::Response { .. } | Kind::OrphanResponse => return None,
+            },
+            Err(invalid) => {
+                let id = match &invalid {
+                    wire::Invalid::Request { id, .. } => id.clone(),
+                    _ => wire::extract_id(text.as_bytes()),
+                }
+                .filter(|id| id.as_json().len() <= MAX_ID_BYTES)
+                .map_or(Value::Null, |id| id.to_value());
+                let what = match &invalid {
+                    wire::Invalid::Batch => {
+                        "batches are not supported (removed from MCP in 2025-06-18)".to_owned()
+                    }
+                    other => other.to_string(),
+                };
+                self.reject(&id, &rpc::err(invalid.code(), what)).await;
                 return None;
             }
         };
-        let Value::Object(obj) = msg else {
-            let what = if msg.is_array() {
-                "batches are not supported (removed from MCP in 2025-06-18)"
-            } else {
-                "a JSON-RPC message must be an object"
-            };
-            self.reject(&Value::Null, &RpcError::new(rpc::INVALID_REQUEST, what))
-                .await;
-            return None;
+        let params: Value = match params.map(|p| serde_json::from_str(p.get())) {
+            None => json!({}),
+            Some(Ok(p)) => p,
+            // The whole message decoded, so its params do too.
+            Some(Err(_)) => Value::Null,
         };
-        let id = obj.get("id").cloned();
-        let method = match obj.get("method") {
-            Some(Value::String(m)) => m.as_str(),
-            Some(_) => {
-                let e = RpcError::new(rpc::INVALID_REQUEST, "`method` must be a string");
-                self.reject(&id.unwrap_or(Value::Null), &e).await;
-                return None;
-            }
-            // A response: the hub sends no requests, so there is nothing to match it to.
-            None if id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => {
-                return None;
-            }
-            None => {
-                let e = RpcError::new(rpc::INVALID_REQUEST, "not a JSON-RPC request: no `method`");
-                self.reject(&id.unwrap_or(Value::Null), &e).await;
-                return None;
-            }
-        };
-        let empty = json!({});
-        let params = obj.get("params").unwrap_or(&empty);
+        let method = method.as_ref();
+        let params = &params;
         let Some(id) = id else {
             if self.limited.is_some() {
                 // Notifications are never answered; over the limit they are not acted on either.
@@ -511,16 +510,11 @@ where
             self.notification(method, params);
             return None;
         };
-        if !(id.is_string() || id.is_i64() || id.is_u64()) {
-            let e = RpcError::new(rpc::INVALID_REQUEST, "`id` must be a string or an integer");
-            self.reject(&Value::Null, &e).await;
-            return None;
-        }
-        let key = id_key(&id);
+        let key = id.as_json().to_owned();
         if key.len() > MAX_ID_BYTES {
             // Not echoed: the id is the thing that is too large.
-            let e = RpcError::new(
-                rpc::TOO_LARGE,
+            let e = rpc::err(
+                codes::TOO_LARGE,
                 format!(
                     "request id is {} bytes; this hub accepts ids of at most {MAX_ID_BYTES}",
                     key.len()
@@ -530,13 +524,9 @@ where
             self.reject(&Value::Null, &e).await;
             return None;
         }
-        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            let e = RpcError::new(rpc::INVALID_REQUEST, "`jsonrpc` must be \"2.0\"");
-            self.reject(&id, &e).await;
-            return None;
-        }
+        let id = id.to_value();
         if !params.is_object() {
-            let e = RpcError::invalid_params("`params` must be an object");
+            let e = rpc::invalid_params("`params` must be an object");
             self.reject(&id, &e).await;
             return None;
         }
@@ -550,7 +540,7 @@ where
             String::new()
         };
         if let Some(limited) = self.limited.take() {
-            let e = RpcError::new(rpc::RATE_LIMITED, limited.to_string())
+            let e = rpc::err(codes::RATE_LIMITED, limited.to_string())
                 .with_data(json!({"aixpStatus": AixpStatus::COMMUNICATION, "retryAfterMs": limited.retry_after.as_millis().max(1) as u64, "ratePerSec": limited.rate_per_sec, "burst": limited.burst}));
             self.shared
                 .metrics
@@ -561,8 +551,8 @@ where
         if self.inflight.contains_key(&key) {
             // Answers are matched by id: a second request under a running one's id
             // would make both answers ambiguous and take over its cancellation.
-            let e = RpcError::new(
-                rpc::INVALID_REQUEST,
+            let e = rpc::err(
+                codes::INVALID_REQUEST,
                 format!("request id {key} is already in flight on this connection; use a new id"),
             );
             self.shared
@@ -573,7 +563,7 @@ where
         }
 
         let mut new_caller = None;
-        let inline: Option<Result<Value, RpcError>> = match method {
+        let inline: Option<Result<Value, ErrorData>> = match method {
             "initialize" => {
                 let (result, c) = self.initialize(params, caller).await;
                 new_caller = Some(c);
@@ -589,8 +579,8 @@ where
                 Some(self.subscription(method, params, caller))
             }
             "tools/call" | "resources/read" => None,
-            other => Some(Err(RpcError::new(
-                rpc::METHOD_NOT_FOUND,
+            other => Some(Err(rpc::err(
+                codes::METHOD_NOT_FOUND,
                 format!("method not found: {other}"),
             ))),
         };
@@ -611,8 +601,8 @@ where
 
         // Spawned: runs concurrently with the requests after it on this connection.
         if self.inflight.len() >= MAX_INFLIGHT {
-            let e = RpcError::new(
-                rpc::LIMIT_REACHED,
+            let e = rpc::err(
+                codes::LIMIT_REACHED,
                 format!(
                     "{MAX_INFLIGHT} requests are already in flight on this connection (the limit); wait for their answers"
                 ),
@@ -688,16 +678,16 @@ where
         method: &str,
         params: &Value,
         caller: &Caller,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<Value, ErrorData> {
         let uri = params
             .get("uri")
             .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params(format!("{method} needs a string `uri`")))?;
+            .ok_or_else(|| rpc::invalid_params(format!("{method} needs a string `uri`")))?;
         resources::resolve(caller, uri)?;
         if method == "resources/subscribe" {
             if self.subscriptions.len() >= MAX_SUBSCRIPTIONS && !self.subscriptions.contains(uri) {
-                return Err(RpcError::new(
-                    rpc::LIMIT_REACHED,
+                return Err(rpc::err(
+                    codes::LIMIT_REACHED,
                     format!(
                         "this connection already has {MAX_SUBSCRIPTIONS} subscriptions (the limit); unsubscribe from one first"
                     ),
@@ -808,14 +798,14 @@ where
 
 /// The error that replaces an answer over the connection's answer limit: the
 /// model reads it and asks for less.
-fn answer_too_large(method: &str, bytes: usize, limit: usize) -> RpcError {
+fn answer_too_large(method: &str, bytes: usize, limit: usize) -> ErrorData {
     let narrower = if method == "resources/read" {
         "read aicp://context/{key} for one value instead of aicp://shared-state"
     } else {
         "narrow the request (ask for fewer or smaller items)"
     };
-    RpcError::new(
-        rpc::TOO_LARGE,
+    rpc::err(
+        codes::TOO_LARGE,
         format!("the answer is {bytes} bytes; this hub sends at most {limit}: {narrower}"),
     )
     .with_data(json!({"maxBytes": limit, "aixpStatus": AixpStatus::DATA_FORMAT}))

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use aicp_proto::aixp::{self, Incoming, Refused};
 use super::auth::Scope;
 use super::presence::{SHARED_STATE_URI, context_uri};
 use super::routing::{self, Candidate};
-use super::rpc::{RpcError, tool_error, tool_result};
+use super::rpc::{self, ErrorData, tool_error, tool_result};
 use super::store::{Message, StoreError};
 use super::{Caller, Shared, now_ms};
+use aicp_proto::aixp::{self, Incoming, Refused};
 
 /// Longest a `read_inbox` long-poll may wait; larger `wait_ms` values are clamped to it.
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -139,13 +139,13 @@ pub async fn call(
     shared: &Arc<Shared>,
     caller: &Caller,
     params: &Value,
-) -> Result<Value, RpcError> {
+) -> Result<Value, ErrorData> {
     let name = params
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params("tools/call needs a string `name`"))?;
+        .ok_or_else(|| rpc::invalid_params("tools/call needs a string `name`"))?;
     let access =
-        scope_of(name).ok_or_else(|| RpcError::invalid_params(format!("unknown tool {name:?}")))?;
+        scope_of(name).ok_or_else(|| rpc::invalid_params(format!("unknown tool {name:?}")))?;
     if let Access::Needs(scope) = access {
         caller.require(scope)?;
     }
@@ -1269,6 +1269,6 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code, crate::rpc::FORBIDDEN);
+        assert_eq!(e.code, aicp_proto::codes::FORBIDDEN);
     }
 }

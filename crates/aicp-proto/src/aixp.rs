@@ -17,8 +17,14 @@ pub const REFUSAL_KEY: &str = "aicp/guard";
 pub const AIXP_VERSION: &str = "aixp/1";
 
 /// AIXP status codes (docs/limits.md has the table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AixpStatus(pub u16);
+
+impl std::fmt::Display for AixpStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl AixpStatus {
     /// Connected and working.
@@ -47,7 +53,6 @@ pub struct Envelope {
     /// Unix milliseconds after which the message must not be delivered or acted on.
     pub expires_at: u64,
 }
-
 
 /// What the caller's own envelope said, all fields optional (a host calling
 /// the hub directly sends none).

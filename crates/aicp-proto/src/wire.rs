@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use rmcp::model::ErrorCode;
+use crate::codes::{self, ErrorCode};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -160,8 +160,8 @@ pub enum Invalid {
 impl Invalid {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Invalid::Parse(_) => ErrorCode::PARSE_ERROR,
-            _ => ErrorCode::INVALID_REQUEST,
+            Invalid::Parse(_) => codes::PARSE_ERROR,
+            _ => codes::INVALID_REQUEST,
         }
     }
 }
@@ -550,7 +550,7 @@ mod tests {
     #[test]
     fn built_messages_parse_back() {
         let id = Id::bridge(3);
-        let e = error_response(Some(&id), ErrorCode::INVALID_REQUEST, "bad \"thing\"", None);
+        let e = error_response(Some(&id), codes::INVALID_REQUEST, "bad \"thing\"", None);
         assert!(matches!(
             parse(&e, true).unwrap().kind,
             Kind::Response { is_error: true, .. }
