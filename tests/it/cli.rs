@@ -600,7 +600,8 @@ async fn the_token_never_appears_where_it_should_not() {
     cli.env("AICP_KEYRING", "keyutils").env("AICP_LOG", "trace");
     let url = hub.url();
     // Everything in one keyring session: login, status, tools, call, share, and
-    // a serve (at trace level) whose state file is read while it runs.
+    // a serve (at trace level) whose state file is read while it runs (polled
+    // for up to 10 s: a loaded machine may take a while to start it).
     let script = r#"set -e
 printf '%s' "$TOKEN_INPUT" | "$BIN" login --hub "$HUB" --token-stdin
 "$BIN" status --json
@@ -608,7 +609,7 @@ printf '%s' "$TOKEN_INPUT" | "$BIN" login --hub "$HUB" --token-stdin
 "$BIN" tools
 "$BIN" call echo --args "{\"text\":\"x\"}"
 "$BIN" share k v
-( printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"g","version":"1"}}}'; sleep 1.5; cat "$XDG_RUNTIME_DIR"/aicp-bridge/serve-*.json >&2 ) | "$BIN" serve --log-file "$HOME/serve.log"
+( printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"g","version":"1"}}}'; i=0; until cat "$XDG_RUNTIME_DIR"/aicp-bridge/serve-*.json >&2 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.05; done ) | "$BIN" serve --log-file "$HOME/serve.log"
 "#;
     let mut cmd = Command::new("keyctl");
     cmd.args(["session", "-", "sh", "-c", script]);
