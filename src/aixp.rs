@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
 
-use aicp_proto::aixp::{ENVELOPE_KEY, Envelope, REFUSAL_KEY};
+use aicp_proto::aixp::{ENVELOPE_KEY, Envelope, Incoming, REFUSAL_KEY};
 use aicp_proto::wire::{self, Id};
 
 use crate::guard::{Now, Refusal};
@@ -19,16 +19,13 @@ use crate::guard::{Now, Refusal};
 pub struct ToolCall {
     pub tool: String,
     pub arguments: Option<Value>,
-    pub incoming: Option<Envelope>,
+    pub incoming: Incoming,
 }
 
 pub fn read_tool_call(params: &RawValue) -> Option<ToolCall> {
     let params: Value = serde_json::from_str(params.get()).ok()?;
     let tool = params.get("name")?.as_str()?.to_owned();
-    let incoming = params
-        .pointer("/_meta")
-        .and_then(|m| m.get(ENVELOPE_KEY))
-        .and_then(|e| serde_json::from_value(e.clone()).ok());
+    let incoming = Incoming::from_params(&params);
     Some(ToolCall {
         tool,
         arguments: params.get("arguments").cloned(),
@@ -157,7 +154,7 @@ mod tests {
         let back =
             read_tool_call(&RawValue::from_string(v["params"].to_string()).unwrap()).unwrap();
         assert_eq!(back.tool, "t");
-        assert_eq!(back.incoming.unwrap().id, "e1");
+        assert_eq!(back.incoming.id.as_deref(), Some("e1"));
     }
 
     #[test]

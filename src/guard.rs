@@ -14,7 +14,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use aicp_proto::aixp::{AIXP_VERSION, AixpStatus, Envelope};
+use aicp_proto::aixp::{AixpStatus, Envelope, Incoming};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -141,12 +141,9 @@ pub struct Now {
 
 impl Now {
     pub fn current() -> Now {
-        let wall_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Now {
             mono: Instant::now(),
-            wall_ms,
+            wall_ms: aicp_proto::aixp::now_ms(),
         }
     }
 }
@@ -158,7 +155,7 @@ pub struct Call<'a> {
     /// Hash of the tool and its arguments in canonical form ([`fingerprint`]).
     pub fingerprint: u64,
     /// An envelope the host's call already carried (an agent relaying for another).
-    pub incoming: Option<Envelope>,
+    pub incoming: Incoming,
     /// Ids of messages this call answers or forwards (`reply_to` and the like).
     pub refers_to: Vec<String>,
 }
@@ -302,14 +299,19 @@ impl Guard {
         let limits = &self.limits;
 
         // Loops across agents: continue the hop count of what this call carries or answers.
-        let carried = call.incoming.as_ref().map(|e| e.hops + 1);
+        let next = call.incoming.next(
+            String::new(),
+            &self.origin,
+            now.wall_ms,
+            limits.call_ttl.as_millis() as u64,
+        );
         let answered = call
             .refers_to
             .iter()
             .filter_map(|id| self.known.get(id))
             .copied()
             .max();
-        let hops = carried.into_iter().chain(answered).max().unwrap_or(0);
+        let hops = answered.map_or(next.hops, |a| a.max(next.hops));
         if hops > limits.max_hops {
             return Err(refusal(
                 AixpStatus::COMMUNICATION,
@@ -325,12 +327,7 @@ impl Guard {
                 ),
             ));
         }
-        let expires_at = now.wall_ms + limits.call_ttl.as_millis() as u64;
-        let expires_at = call
-            .incoming
-            .as_ref()
-            .map_or(expires_at, |e| e.expires_at.min(expires_at));
-        if expires_at <= now.wall_ms {
+        if next.expires_at <= now.wall_ms {
             return Err(refusal(
                 AixpStatus::COMMUNICATION,
                 "call_ttl",
@@ -456,14 +453,9 @@ impl Guard {
 
         self.next_seq += 1;
         Ok(Envelope {
-            version: AIXP_VERSION.to_owned(),
             id: format!("{}-{}", self.origin, self.next_seq),
             hops,
-            origin: call
-                .incoming
-                .as_ref()
-                .map_or_else(|| self.origin.clone(), |e| e.origin.clone()),
-            expires_at,
+            ..next
         })
     }
 
@@ -677,6 +669,7 @@ pub fn referenced_messages(arguments: Option<&serde_json::Value>) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aicp_proto::aixp::AIXP_VERSION;
 
     struct Clock {
         start: Instant,
@@ -707,7 +700,7 @@ mod tests {
         Call {
             tool,
             fingerprint: fingerprint(tool, Some(&serde_json::json!({ "n": n }))),
-            incoming: None,
+            incoming: Incoming::default(),
             refers_to: vec![],
         }
     }
@@ -887,13 +880,12 @@ mod tests {
         assert!(r.message.contains("back and forth"));
         // A call carrying an envelope (relaying for another agent) is one more hop, same origin.
         let mut relayed = call("route_to_agent", 3);
-        relayed.incoming = Some(Envelope {
-            version: AIXP_VERSION.into(),
-            id: "x".into(),
-            hops: 2,
-            origin: "bridge-c".into(),
-            expires_at: now.wall_ms + 5000,
-        });
+        relayed.incoming = Incoming {
+            id: Some("x".into()),
+            hops: Some(2),
+            origin: Some("bridge-c".into()),
+            expires_at: Some(now.wall_ms + 5000),
+        };
         let env = allow_and_finish(&mut g, now, &relayed).unwrap();
         assert_eq!(
             (env.hops, env.origin.as_str(), env.expires_at),
@@ -907,17 +899,19 @@ mod tests {
         let now = clock.at(10.0);
         let mut g = guard(unlimited());
         let mut c = call("route_to_agent", 1);
-        c.incoming = Some(Envelope {
+        c.incoming = Incoming {
+            id: Some("x".into()),
+            hops: Some(0),
+            origin: Some("o".into()),
+            expires_at: Some(now.wall_ms),
+        };
+        assert_eq!(g.check(now, &c).unwrap_err().limit, "call_ttl");
+        let env = Envelope {
             version: AIXP_VERSION.into(),
             id: "x".into(),
             hops: 0,
             origin: "o".into(),
-            expires_at: now.wall_ms,
-        });
-        assert_eq!(g.check(now, &c).unwrap_err().limit, "call_ttl");
-        let env = Envelope {
             expires_at: now.wall_ms + 1,
-            ..c.incoming.clone().unwrap()
         };
         assert!(Guard::is_live(&env, now));
         assert!(!Guard::is_live(&env, clock.at(10.001)));

@@ -51,7 +51,7 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
             pid: std::process::id(),
             profile: cfg.profile.clone(),
             hub: redact_url(&cfg.hub.url),
-            started_at: state::now_ms(),
+            started_at: aicp_proto::aixp::now_ms(),
             connected_since: None,
             calls_relayed: 0,
             calls_refused: 0,

@@ -53,7 +53,7 @@ impl Live {
     }
 
     pub fn connected(&self, yes: bool) {
-        let since = if yes { now_ms() } else { 0 };
+        let since = if yes { aicp_proto::aixp::now_ms() } else { 0 };
         self.connected_since.store(since, Ordering::Relaxed);
     }
 
@@ -67,12 +67,6 @@ impl Live {
             ..base.clone()
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn file_for(dir: &Path, pid: u32) -> PathBuf {
@@ -145,7 +139,7 @@ mod tests {
             pid: std::process::id(),
             profile: "default".into(),
             hub: "ws://127.0.0.1:1/mcp".into(),
-            started_at: now_ms(),
+            started_at: aicp_proto::aixp::now_ms(),
             connected_since: None,
             calls_relayed: 0,
             calls_refused: 0,

@@ -186,7 +186,7 @@ fn with_server(text: Option<&str>, name: &str, entry: Option<&str>) -> anyhow::R
 
 fn write(path: &Path, before: Option<&str>, after: &str) -> anyhow::Result<()> {
     if let Some(before) = before {
-        let stamp = crate::state::now_ms() / 1000;
+        let stamp = aicp_proto::aixp::now_ms() / 1000;
         let backup = path.with_extension(format!("json.bak-{stamp}"));
         crate::paths::write_private(&backup, before.as_bytes())
             .with_context(|| format!("cannot back up {}", path.display()))?;

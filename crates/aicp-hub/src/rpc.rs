@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 pub use rmcp::model::ErrorData;
 
 use aicp_proto::codes::{self, ErrorCode};
+use aicp_proto::wire::{self, Id};
 
 /// An error without data.
 pub fn err(code: ErrorCode, message: impl Into<String>) -> ErrorData {
@@ -38,16 +39,22 @@ impl ErrorDataExt for ErrorData {
     }
 }
 
+// The envelopes are written by the builders both ends share (`aicp_proto::wire`);
+// these take the hub's `Value` ids and params.
+
 pub fn response(id: &Value, result: Value) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string()
+    match Id::from_value(id) {
+        Some(id) => wire::response(&id, &result.to_string()),
+        None => json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+    }
 }
 
 pub fn error(id: &Value, e: &ErrorData) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "error": e}).to_string()
+    wire::error(Id::from_value(id).as_ref(), e)
 }
 
 pub fn notification(method: &str, params: Value) -> String {
-    json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+    wire::notification(method, Some(&params.to_string()))
 }
 
 /// A tool's result: the text block for the model plus the same as `structuredContent`.

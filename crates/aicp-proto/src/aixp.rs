@@ -16,6 +16,14 @@ pub const REFUSAL_KEY: &str = "aicp/guard";
 
 pub const AIXP_VERSION: &str = "aixp/1";
 
+/// The wall clock as envelopes measure it: Unix milliseconds (expiry crosses
+/// machines, so it is wall time, not monotonic). 0 if the clock is before 1970.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// AIXP status codes (docs/limits.md has the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AixpStatus(pub u16);
@@ -54,28 +62,46 @@ pub struct Envelope {
     pub expires_at: u64,
 }
 
-/// What the caller's own envelope said, all fields optional (a host calling
-/// the hub directly sends none).
+/// An envelope as a request carries it, every field optional (a host calling
+/// a hub directly sends none; a sloppy peer sends part of one).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Incoming {
+    pub id: Option<String>,
     pub hops: Option<u32>,
     pub origin: Option<String>,
     pub expires_at: Option<u64>,
 }
 
 impl Incoming {
-    /// Reads `params._meta["aicp/aixp"]`; wrong-typed fields count as absent.
+    /// The one reader of `params._meta["aicp/aixp"]`, for both ends; wrong-typed
+    /// fields count as absent, so a partial envelope still carries what it has.
     pub fn from_params(params: &Value) -> Incoming {
         let Some(env) = params.pointer("/_meta").and_then(|m| m.get(ENVELOPE_KEY)) else {
             return Incoming::default();
         };
         Incoming {
+            id: env.get("id").and_then(Value::as_str).map(str::to_owned),
             hops: env
                 .get("hops")
                 .and_then(Value::as_u64)
                 .map(|h| h.min(u64::from(u32::MAX)) as u32),
             origin: env.get("origin").and_then(Value::as_str).map(str::to_owned),
             expires_at: env.get("expiresAt").and_then(Value::as_u64),
+        }
+    }
+
+    /// The one next-hop rule: the step after this one is one hop more (a
+    /// fresh chain, with no hop count, starts at 0), keeps the origin (else
+    /// `sender` starts one), and expires at the sooner of this one's expiry
+    /// and `now + ttl`. The caller checks the result against its limits.
+    pub fn next(&self, id: String, sender: &str, now_ms: u64, ttl_ms: u64) -> Envelope {
+        let own_expiry = now_ms.saturating_add(ttl_ms);
+        Envelope {
+            version: AIXP_VERSION.into(),
+            id,
+            hops: self.hops.map_or(0, |h| h.saturating_add(1)),
+            origin: self.origin.clone().unwrap_or_else(|| sender.to_owned()),
+            expires_at: self.expires_at.map_or(own_expiry, |e| e.min(own_expiry)),
         }
     }
 }
@@ -99,30 +125,25 @@ pub fn next_envelope(
     ttl_ms: u64,
     max_hops: u32,
 ) -> Result<Envelope, Refused> {
-    let hops = incoming.hops.unwrap_or(0).saturating_add(1);
-    if hops > max_hops {
+    // The call is itself a step (hop 0 when it carries no envelope); the message stored is the next.
+    let call = Incoming {
+        hops: Some(incoming.hops.unwrap_or(0)),
+        ..incoming.clone()
+    };
+    let envelope = call.next(id, sender, now_ms, ttl_ms);
+    if envelope.hops > max_hops {
         return Err(Refused::HopLimit {
-            hops,
+            hops: envelope.hops,
             max: max_hops,
         });
     }
-    let hub_expiry = now_ms.saturating_add(ttl_ms);
-    let expires_at = incoming
-        .expires_at
-        .map_or(hub_expiry, |e| e.min(hub_expiry));
-    if expires_at <= now_ms {
+    if envelope.expires_at <= now_ms {
         return Err(Refused::Expired {
-            expires_at,
+            expires_at: envelope.expires_at,
             now: now_ms,
         });
     }
-    Ok(Envelope {
-        version: AIXP_VERSION.into(),
-        id,
-        hops,
-        origin: incoming.origin.clone().unwrap_or_else(|| sender.to_owned()),
-        expires_at,
-    })
+    Ok(envelope)
 }
 
 #[cfg(test)]

@@ -394,8 +394,16 @@ pub fn error_response(
     message: &str,
     data: Option<serde_json::Value>,
 ) -> String {
-    let error = rmcp::model::ErrorData::new(code, message.to_owned(), data);
-    let error = serde_json::to_string(&error).expect("error data serializes");
+    error(
+        id,
+        &rmcp::model::ErrorData::new(code, message.to_owned(), data),
+    )
+}
+
+/// The one builder of error responses, for both ends: `id` null when the
+/// request's id could not be read.
+pub fn error(id: Option<&Id>, error: &rmcp::model::ErrorData) -> String {
+    let error = serde_json::to_string(error).expect("error data serializes");
     match id {
         Some(id) => format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#),
         None => format!(r#"{{"jsonrpc":"2.0","id":null,"error":{error}}}"#),
