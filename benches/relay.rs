@@ -194,7 +194,7 @@ fn arg(name: &str, default: u64) -> u64 {
 /// it, add the envelope, hear its outcome. Limits are set so that every check
 /// runs and none refuses.
 fn guard_cost(calls: u64) -> Duration {
-    use aicp_bridge::{aixp, guard};
+    use aicp_bridge::guard::{self, envelope as aixp};
     use aicp_proto::wire;
     let limits = guard::Limits {
         repeat_limit: u32::MAX,

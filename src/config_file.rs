@@ -156,10 +156,11 @@ impl ConfigFile {
 
     /// Writes the file atomically with mode 0600.
     pub fn save(&self) -> anyhow::Result<()> {
-        crate::paths::write_private(&self.path, self.doc.to_string().as_bytes())
+        crate::paths::write_private(&self.path, self.text().as_bytes())
             .with_context(|| format!("cannot write config file {}", self.path.display()))
     }
 
+    /// The document as it would be saved.
     pub fn text(&self) -> String {
         self.doc.to_string()
     }

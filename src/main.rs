@@ -16,7 +16,9 @@ fn main() -> ExitCode {
         restore_sigpipe();
     }
     let result = match cli.command {
-        Command::Serve(args) => aicp_bridge::serve::serve_main(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => {
+            aicp_bridge::commands::serve::serve_main(args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Hub { args } => hub::run(args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),

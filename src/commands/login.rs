@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use super::block_on;
 use crate::cli::{LoginArgs, TargetArgs};
-use crate::client::HubClient;
+use crate::commands::client::HubClient;
 use crate::config::{Origin, Resolved, Tuning, redact_url};
 use crate::credentials::{self, Credential, Keyring, TokenSource};
 

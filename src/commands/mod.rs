@@ -10,13 +10,15 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::HubTarget;
-use crate::client::{ClientError, HubClient};
+use crate::commands::client::{ClientError, HubClient};
 use crate::config::{Resolved, Tuning};
 
 pub mod call;
+pub(crate) mod client;
 pub mod hub;
 pub mod install;
 pub mod login;
+pub mod serve;
 pub mod share;
 pub mod status;
 

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 
 use super::{block_on, exit};
 use crate::cli::StatusArgs;
-use crate::client::{ClientError, HubClient};
+use crate::commands::client::{ClientError, HubClient};
 use crate::config::{Resolved, Tuning, redact_url};
 use crate::credentials::TokenSource;
-use crate::hub_connection::HubError;
+use crate::relay::upstream::HubError;
 use crate::state;
 
 /// Bumped when a field changes meaning or goes away; new fields may appear without a bump.

@@ -19,8 +19,6 @@ pub const SECRET_FILE: &str = "jwt-secret";
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Issuer written into and required of every token, so tokens of another service sharing the secret are not taken.
 pub const ISSUER: &str = "aicp-bridge-hub";
-/// Tokens live this long unless `--ttl` says otherwise.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Longest `--ttl` accepted: ten years. Beyond it a token is as good as
 /// permanent, and a TTL near `u64::MAX` seconds would overflow `exp` into the past.
 pub const MAX_TTL_DAYS: u64 = 3650;

@@ -21,18 +21,19 @@
 //! `aicp-proto`; the command line is the binary's (`src/main.rs`).
 
 pub mod auth;
-pub mod limits;
+pub(crate) mod limits;
+pub use limits::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 pub mod logging;
-pub mod metrics;
-pub mod presence;
-pub mod prompts;
-pub mod resources;
-pub mod routing;
-pub mod rpc;
+pub(crate) mod metrics;
+pub(crate) mod presence;
+pub(crate) mod prompts;
+pub(crate) mod resources;
+pub(crate) mod routing;
+pub(crate) mod rpc;
 pub mod server;
-pub mod session;
+pub(crate) mod session;
 pub mod store;
-pub mod tools;
+pub(crate) mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,25 +102,25 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// What every session and tool shares.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub presence: presence::Presence,
-    pub metrics: metrics::Metrics,
-    pub settings: Settings,
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) presence: presence::Presence,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) settings: Settings,
     /// Cancelled on SIGTERM/SIGINT: long-polls return early, sessions drain.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// Who is calling, as one request sees it.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub connection: u64,
-    pub identity: String,
-    pub scopes: Scopes,
+pub(crate) struct Caller {
+    pub(crate) connection: u64,
+    pub(crate) identity: String,
+    pub(crate) scopes: Scopes,
 }
 
 impl Caller {
-    pub fn require(&self, scope: Scope) -> Result<(), rpc::ErrorData> {
+    pub(crate) fn require(&self, scope: Scope) -> Result<(), rpc::ErrorData> {
         if self.scopes.has(scope) {
             Ok(())
         } else {

@@ -18,14 +18,14 @@ pub const DEFAULT_BURST: u32 = 400;
     "rate limit exceeded: {rate_per_sec} calls/s per connection (burst {burst}); retry in {} ms",
     retry_after.as_millis().max(1)
 )]
-pub struct RateLimited {
+pub(crate) struct RateLimited {
     pub rate_per_sec: f64,
     pub burst: u32,
     pub retry_after: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: u32,
     tokens: f64,
@@ -34,7 +34,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. `rate_per_sec <= 0` means unlimited.
-    pub fn new(rate_per_sec: f64, burst: u32, now: Instant) -> TokenBucket {
+    pub(crate) fn new(rate_per_sec: f64, burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
             rate_per_sec,
             burst: burst.max(1),
@@ -44,7 +44,7 @@ impl TokenBucket {
     }
 
     /// Takes one token, or says how long until one is available.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), RateLimited> {
+    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), RateLimited> {
         if self.rate_per_sec <= 0.0 {
             return Ok(());
         }

@@ -42,11 +42,11 @@ struct HubArgs {
     open: bool,
 
     /// Calls per second each connection may sustain (0: unlimited).
-    #[arg(long, value_name = "N", default_value_t = aicp_hub::limits::DEFAULT_RATE_PER_SEC)]
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_RATE_PER_SEC)]
     rate_limit: f64,
 
     /// Calls a connection may make in a burst before the rate applies.
-    #[arg(long, value_name = "N", default_value_t = aicp_hub::limits::DEFAULT_BURST)]
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_BURST)]
     burst: u32,
 
     /// Largest JSON-RPC message accepted, in bytes; larger ones get an error and the connection lives on.

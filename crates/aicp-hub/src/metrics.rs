@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CallLabels {
+pub(crate) struct CallLabels {
     /// The JSON-RPC method (`tools/call`, `resources/read`, …).
     pub method: String,
     /// The tool name for `tools/call`, else empty.
@@ -35,7 +35,7 @@ const KNOWN_METHODS: &[&str] = &[
     "logging/setLevel",
 ];
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub connections: Gauge,
     pub connections_total: Counter,
@@ -49,7 +49,7 @@ pub struct Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RefusedLabels {
+pub(crate) struct RefusedLabels {
     /// `unauthorized` or `too_many_connections`.
     pub reason: &'static str,
 }
@@ -61,7 +61,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("aicp_hub");
         let connections = Gauge::default();
         let connections_total = Counter::default();
@@ -128,7 +128,7 @@ impl Metrics {
     /// Counts one answered request. Labels come from a fixed set: a method or
     /// tool name the hub does not know is counted as `other`, so a client
     /// inventing names cannot grow the number of series without bound.
-    pub fn call(&self, method: &str, tool: &str, outcome: &'static str, seconds: f64) {
+    pub(crate) fn call(&self, method: &str, tool: &str, outcome: &'static str, seconds: f64) {
         let method = KNOWN_METHODS
             .iter()
             .find(|m| **m == method)
@@ -149,14 +149,14 @@ impl Metrics {
         self.call_seconds.observe(seconds);
     }
 
-    pub fn refused(&self, reason: &'static str) {
+    pub(crate) fn refused(&self, reason: &'static str) {
         self.refused_upgrades
             .get_or_create(&RefusedLabels { reason })
             .inc();
     }
 
     /// The text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

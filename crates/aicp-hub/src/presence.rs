@@ -18,7 +18,7 @@ use super::routing::Candidate;
 const CHANGE_BACKLOG: usize = 1024;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Agent {
+pub(crate) struct Agent {
     pub connection: u64,
     pub identity: String,
     pub client_name: Option<String>,
@@ -28,7 +28,7 @@ pub struct Agent {
     pub connected_at: u64,
 }
 
-pub struct Presence {
+pub(crate) struct Presence {
     agents: Mutex<HashMap<u64, Agent>>,
     /// Bumped when a message for that identity is stored; long-polls wait on it.
     inboxes: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -49,32 +49,28 @@ impl Default for Presence {
 }
 
 impl Presence {
-    pub fn next_connection(&self) -> u64 {
+    pub(crate) fn next_connection(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn join(&self, agent: Agent) {
+    pub(crate) fn join(&self, agent: Agent) {
         self.agents.lock().unwrap().insert(agent.connection, agent);
     }
 
     /// Records what `initialize` said; returns the updated entry.
-    pub fn update(&self, connection: u64, f: impl FnOnce(&mut Agent)) -> Option<Agent> {
+    pub(crate) fn update(&self, connection: u64, f: impl FnOnce(&mut Agent)) -> Option<Agent> {
         let mut agents = self.agents.lock().unwrap();
         let a = agents.get_mut(&connection)?;
         f(a);
         Some(a.clone())
     }
 
-    pub fn leave(&self, connection: u64) {
+    pub(crate) fn leave(&self, connection: u64) {
         self.agents.lock().unwrap().remove(&connection);
     }
 
-    pub fn count(&self) -> usize {
-        self.agents.lock().unwrap().len()
-    }
-
     /// Every connection, ordered by identity then connection.
-    pub fn list(&self) -> Vec<Agent> {
+    pub(crate) fn list(&self) -> Vec<Agent> {
         let mut v: Vec<Agent> = self.agents.lock().unwrap().values().cloned().collect();
         v.sort_by(|a, b| {
             a.identity
@@ -86,7 +82,7 @@ impl Presence {
 
     /// Connected identities other than `except`, each with the union of the
     /// capabilities its connections declared.
-    pub fn candidates(&self, except: &str) -> Vec<Candidate> {
+    pub(crate) fn candidates(&self, except: &str) -> Vec<Candidate> {
         let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in self.agents.lock().unwrap().values() {
             if a.identity == except {
@@ -108,7 +104,7 @@ impl Presence {
             .collect()
     }
 
-    pub fn is_connected(&self, identity: &str) -> bool {
+    pub(crate) fn is_connected(&self, identity: &str) -> bool {
         self.agents
             .lock()
             .unwrap()
@@ -116,14 +112,14 @@ impl Presence {
             .any(|a| a.identity == identity)
     }
 
-    pub fn capabilities_of(&self, identity: &str) -> Option<Vec<String>> {
+    pub(crate) fn capabilities_of(&self, identity: &str) -> Option<Vec<String>> {
         self.candidates("")
             .into_iter()
             .find(|c| c.identity == identity)
             .map(|c| c.capabilities)
     }
 
-    pub fn capabilities_of_connection(&self, connection: u64) -> Option<Vec<String>> {
+    pub(crate) fn capabilities_of_connection(&self, connection: u64) -> Option<Vec<String>> {
         self.agents
             .lock()
             .unwrap()
@@ -132,7 +128,7 @@ impl Presence {
     }
 
     /// A receiver that changes whenever `identity` gets a message.
-    pub fn inbox_signal(&self, identity: &str) -> watch::Receiver<u64> {
+    pub(crate) fn inbox_signal(&self, identity: &str) -> watch::Receiver<u64> {
         self.inboxes
             .lock()
             .unwrap()
@@ -142,31 +138,31 @@ impl Presence {
     }
 
     /// A message for `identity` was stored: wake its long-polls and its subscribed sessions.
-    pub fn inbox_changed(&self, identity: &str) {
+    pub(crate) fn inbox_changed(&self, identity: &str) {
         if let Some(tx) = self.inboxes.lock().unwrap().get(identity) {
             tx.send_modify(|n| *n += 1);
         }
         self.changed(&inbox_uri(identity));
     }
 
-    pub fn changed(&self, uri: &str) {
+    pub(crate) fn changed(&self, uri: &str) {
         // No receivers is fine: nobody subscribed.
         let _ = self.changes.send(Arc::from(uri));
     }
 
-    pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<str>> {
+    pub(crate) fn subscribe_changes(&self) -> broadcast::Receiver<Arc<str>> {
         self.changes.subscribe()
     }
 }
 
-pub const SHARED_STATE_URI: &str = "aicp://shared-state";
-pub const CONTEXT_URI_PREFIX: &str = "aicp://context/";
-pub const INBOX_URI_PREFIX: &str = "aicp://inbox/";
+pub(crate) const SHARED_STATE_URI: &str = "aicp://shared-state";
+pub(crate) const CONTEXT_URI_PREFIX: &str = "aicp://context/";
+pub(crate) const INBOX_URI_PREFIX: &str = "aicp://inbox/";
 
-pub fn inbox_uri(identity: &str) -> String {
+pub(crate) fn inbox_uri(identity: &str) -> String {
     format!("{INBOX_URI_PREFIX}{identity}")
 }
 
-pub fn context_uri(key: &str) -> String {
+pub(crate) fn context_uri(key: &str) -> String {
     format!("{CONTEXT_URI_PREFIX}{key}")
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::rpc::{self, ErrorData};
 
-pub fn list() -> Value {
+pub(crate) fn list() -> Value {
     json!({"prompts": [
         {"name": "analyze_task", "title": "Analyze a task",
          "description": "Break a task into steps and name the capabilities each needs",
@@ -23,7 +23,7 @@ pub fn list() -> Value {
     ]})
 }
 
-pub fn get(params: &Value) -> Result<Value, ErrorData> {
+pub(crate) fn get(params: &Value) -> Result<Value, ErrorData> {
     let name = params
         .get("name")
         .and_then(Value::as_str)

@@ -16,9 +16,9 @@ use aicp_proto::codes::{self, RESOURCE_NOT_FOUND};
 
 const JSON: &str = "application/json";
 /// Longest URI accepted, in bytes: subscriptions keep theirs for the connection's life.
-pub const MAX_URI_BYTES: usize = 2048;
+pub(crate) const MAX_URI_BYTES: usize = 2048;
 
-pub fn list(caller: &Caller) -> Value {
+pub(crate) fn list(caller: &Caller) -> Value {
     json!({"resources": [
         {"uri": SHARED_STATE_URI, "name": "shared-state", "title": "Shared state",
          "description": "Every shared context key and its JSON value", "mimeType": JSON},
@@ -27,7 +27,7 @@ pub fn list(caller: &Caller) -> Value {
     ]})
 }
 
-pub fn templates() -> Value {
+pub(crate) fn templates() -> Value {
     json!({"resourceTemplates": [
         {"uriTemplate": "aicp://context/{key}", "name": "context", "title": "One shared context value",
          "description": "The JSON value shared under {key}", "mimeType": JSON},
@@ -37,13 +37,13 @@ pub fn templates() -> Value {
 }
 
 /// What a URI names, after checking the caller may see it.
-pub enum Target {
+pub(crate) enum Target {
     SharedState,
     Context(String),
     Inbox(String),
 }
 
-pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, ErrorData> {
+pub(crate) fn resolve(caller: &Caller, uri: &str) -> Result<Target, ErrorData> {
     if uri.len() > MAX_URI_BYTES {
         // Not echoed back: the URI is the thing that is too large.
         return Err(rpc::err(
@@ -82,7 +82,7 @@ pub fn resolve(caller: &Caller, uri: &str) -> Result<Target, ErrorData> {
     }
 }
 
-pub async fn read(
+pub(crate) async fn read(
     shared: &Arc<Shared>,
     caller: &Caller,
     params: &Value,

@@ -4,14 +4,14 @@
 
 /// One candidate recipient: an agent identity and what it declared it is good at.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub identity: String,
     pub capabilities: Vec<String>,
 }
 
 /// An intent, the capabilities that serve it, and the original hub's suggestion text.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Intent {
+pub(crate) struct Intent {
     pub name: &'static str,
     pub keywords: &'static [&'static str],
     pub capabilities: &'static [&'static str],
@@ -70,7 +70,7 @@ const GENERAL: Intent = Intent {
 };
 
 /// The first intent whose keywords appear in the message (case-insensitive), else "general".
-pub fn classify(message: &str) -> Intent {
+pub(crate) fn classify(message: &str) -> Intent {
     let lower = message.to_lowercase();
     INTENTS
         .iter()
@@ -95,7 +95,7 @@ fn score(candidate: &Candidate, wanted: &[String]) -> usize {
 /// The candidate matching most of `wanted`; ties go to the lower `load`
 /// (work already given in this call), then to the identity's name, so the
 /// choice is deterministic. None when nobody matches at least one capability.
-pub fn best_match<'a>(
+pub(crate) fn best_match<'a>(
     candidates: &'a [Candidate],
     wanted: &[String],
     load: impl Fn(&str) -> usize,
@@ -114,14 +114,14 @@ pub fn best_match<'a>(
 
 /// One piece of a task, with the capabilities that suit it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Subtask {
+pub(crate) struct Subtask {
     pub description: String,
     pub capabilities: Vec<String>,
 }
 
 /// Splits a task: one subtask per line, bullet or `;`-separated part when the
 /// task lists them; otherwise the classic analyse → do → review phases.
-pub fn split_task(task: &str) -> Vec<Subtask> {
+pub(crate) fn split_task(task: &str) -> Vec<Subtask> {
     let parts: Vec<String> = task
         .split(['\n', ';'])
         .map(|p| {
@@ -171,7 +171,7 @@ pub fn split_task(task: &str) -> Vec<Subtask> {
 /// Assigns every subtask to one of `agents` (never dropping one when there are
 /// fewer agents than subtasks): the best capability match, the least loaded
 /// within this plan on ties or when nobody matches. None only when `agents` is empty.
-pub fn assign(subtasks: &[Subtask], agents: &[Candidate]) -> Vec<Option<String>> {
+pub(crate) fn assign(subtasks: &[Subtask], agents: &[Candidate]) -> Vec<Option<String>> {
     let mut load: std::collections::HashMap<String, usize> = Default::default();
     subtasks
         .iter()

@@ -10,16 +10,16 @@ use aicp_proto::codes::{self, ErrorCode};
 use aicp_proto::wire::{self, Id};
 
 /// An error without data.
-pub fn err(code: ErrorCode, message: impl Into<String>) -> ErrorData {
+pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> ErrorData {
     ErrorData::new(code, message.into(), None)
 }
 
-pub fn invalid_params(message: impl Into<String>) -> ErrorData {
+pub(crate) fn invalid_params(message: impl Into<String>) -> ErrorData {
     err(codes::INVALID_PARAMS, message)
 }
 
 /// What the hub adds to rmcp's `ErrorData`: data in a chain, and the metrics outcome.
-pub trait ErrorDataExt {
+pub(crate) trait ErrorDataExt {
     fn with_data(self, data: Value) -> Self;
     fn outcome(&self) -> &'static str;
 }
@@ -42,24 +42,24 @@ impl ErrorDataExt for ErrorData {
 // The envelopes are written by the builders both ends share (`aicp_proto::wire`);
 // these take the hub's `Value` ids and params.
 
-pub fn response(id: &Value, result: Value) -> String {
+pub(crate) fn response(id: &Value, result: Value) -> String {
     match Id::from_value(id) {
         Some(id) => wire::response(&id, &result.to_string()),
         None => json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
     }
 }
 
-pub fn error(id: &Value, e: &ErrorData) -> String {
+pub(crate) fn error(id: &Value, e: &ErrorData) -> String {
     wire::error(Id::from_value(id).as_ref(), e)
 }
 
-pub fn notification(method: &str, params: Value) -> String {
+pub(crate) fn notification(method: &str, params: Value) -> String {
     wire::notification(method, Some(&params.to_string()))
 }
 
 /// A tool's result: the text block for the model plus the same as `structuredContent`.
 /// Compact JSON: models read it as well as pretty JSON, and it is half the bytes on every hop.
-pub fn tool_result(structured: Value, is_error: bool) -> Value {
+pub(crate) fn tool_result(structured: Value, is_error: bool) -> Value {
     let text = structured.to_string();
     json!({
         "content": [{"type": "text", "text": text}],
@@ -69,7 +69,7 @@ pub fn tool_result(structured: Value, is_error: bool) -> Value {
 }
 
 /// A tool failure the model should read (not a protocol error).
-pub fn tool_error(message: impl Into<String>, extra: Value) -> Value {
+pub(crate) fn tool_error(message: impl Into<String>, extra: Value) -> Value {
     let mut s = json!({"status": "error", "error": message.into()});
     if let (Some(o), Value::Object(more)) = (s.as_object_mut(), extra) {
         o.extend(more);

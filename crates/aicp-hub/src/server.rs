@@ -39,7 +39,7 @@ const MIN_PENDING_HANDSHAKES: usize = 16;
 const MAX_PENDING_HANDSHAKES: usize = 128;
 
 /// Accepts until `shutdown`, then waits for every connection to drain.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
     auth: Arc<Auth>,

@@ -48,7 +48,8 @@ use aicp_proto::wire::{self, Id, Kind};
 
 /// Protocol versions the hub speaks, newest first. A client asking for
 /// another gets the newest, and decides (MCP version negotiation).
-pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+pub(crate) const SUPPORTED_VERSIONS: &[&str] =
+    &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 /// Most capabilities one agent may declare, and the longest name kept.
 const MAX_CAPABILITIES: usize = 32;
 const MAX_CAPABILITY_LEN: usize = 64;
@@ -56,11 +57,11 @@ const MAX_CAPABILITY_LEN: usize = 64;
 const WRITE_BATCH: usize = 64;
 /// Requests one connection may have running at once (`tools/call`, `resources/read`);
 /// each holds a task and, once done, its answer until written. More get an error.
-pub const MAX_INFLIGHT: usize = 64;
+pub(crate) const MAX_INFLIGHT: usize = 64;
 /// URIs one connection may subscribe to; each is kept for the connection's life.
-pub const MAX_SUBSCRIPTIONS: usize = 64;
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 64;
 /// Longest request id, in bytes of JSON: an id is kept while its request runs and echoed in the answer.
-pub const MAX_ID_BYTES: usize = 256;
+pub(crate) const MAX_ID_BYTES: usize = 256;
 /// Finished answers waiting for this task to write them. When full, spawned
 /// requests wait to hand theirs over; the answers in memory stay bounded by
 /// `MAX_INFLIGHT`, and the socket is not read while a write is blocked.
@@ -98,7 +99,7 @@ enum End {
     Refuse(CloseCode, String),
 }
 
-pub async fn run<S>(
+pub(crate) async fn run<S>(
     ws: WebSocketStream<S>,
     shared: Arc<Shared>,
     principal: Option<Principal>,

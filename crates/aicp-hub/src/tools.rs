@@ -18,31 +18,31 @@ use super::{Caller, Shared, now_ms};
 use aicp_proto::aixp::{self, Incoming, Refused};
 
 /// Longest a `read_inbox` long-poll may wait; larger `wait_ms` values are clamped to it.
-pub const MAX_WAIT_MS: u64 = 30_000;
+pub(crate) const MAX_WAIT_MS: u64 = 30_000;
 /// Most subtasks one `orchestrate_collaboration` delivers: a plan, not a mailing list.
-pub const MAX_SUBTASKS: usize = 32;
+pub(crate) const MAX_SUBTASKS: usize = 32;
 /// Most messages one `read_inbox` returns.
-pub const INBOX_PAGE: usize = 100;
+pub(crate) const INBOX_PAGE: usize = 100;
 /// Most bytes of message JSON one inbox page carries (always at least one
 /// message): answers stay far below the bridge's 64 MiB hub-message limit
 /// however large the messages waiting are; `more`/`pending` say to read again.
-pub const INBOX_PAGE_BYTES: usize = 256 * 1024;
+pub(crate) const INBOX_PAGE_BYTES: usize = 256 * 1024;
 /// Longest message text the `read_inbox` text block repeats; longer ones are
 /// cut there (marked `text_truncated`), whole in `structuredContent`. Keeps the
 /// second copy of a page small while hosts that show the model only the text
 /// block still see every message.
-pub const INBOX_TEXT_EXCERPT_BYTES: usize = 4096;
+pub(crate) const INBOX_TEXT_EXCERPT_BYTES: usize = 4096;
 /// Characters of the task each `orchestrate_collaboration` subtask message
 /// quotes; the plan id names the whole, which the caller holds.
-pub const TASK_EXCERPT_CHARS: usize = 200;
+pub(crate) const TASK_EXCERPT_CHARS: usize = 200;
 /// Most bytes of message text one `orchestrate_collaboration` may store, all
 /// subtasks together.
-pub const MAX_PLAN_BYTES: usize = 4 << 20;
+pub(crate) const MAX_PLAN_BYTES: usize = 4 << 20;
 /// Most known identities an "unknown recipient" error lists (the rest are counted).
-pub const MAX_NAMES_LISTED: usize = 50;
+pub(crate) const MAX_NAMES_LISTED: usize = 50;
 
 /// `tools/list`: names, descriptions and input schemas.
-pub fn list() -> Value {
+pub(crate) fn list() -> Value {
     json!({"tools": [
         {
             "name": "route_to_agent",
@@ -116,13 +116,13 @@ pub fn list() -> Value {
 
 /// What a tool asks of the caller's token.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Access {
+pub(crate) enum Access {
     Anyone,
     Needs(Scope),
 }
 
 /// What a tool needs; None for an unknown tool.
-pub fn scope_of(tool: &str) -> Option<Access> {
+pub(crate) fn scope_of(tool: &str) -> Option<Access> {
     match tool {
         "whoami" => Some(Access::Anyone),
         "share_context" | "delete_context" => Some(Access::Needs(Scope::Share)),
@@ -135,7 +135,7 @@ pub fn scope_of(tool: &str) -> Option<Access> {
 }
 
 /// `tools/call`. `Err` only for what cannot be routed (unknown tool, missing scope).
-pub async fn call(
+pub(crate) async fn call(
     shared: &Arc<Shared>,
     caller: &Caller,
     params: &Value,
@@ -227,7 +227,7 @@ async fn known_identities(shared: &Arc<Shared>) -> Result<Vec<String>, StoreErro
 /// are refused. Identities are case-sensitive (a token's `sub` as issued), but
 /// an address matches case-insensitively when exactly one known identity does,
 /// so `Bob` reaches `bob`; an exact match always wins.
-pub fn resolve_recipient(raw: &str, known: &[String]) -> Result<String, String> {
+pub(crate) fn resolve_recipient(raw: &str, known: &[String]) -> Result<String, String> {
     let name = raw.trim();
     if name.is_empty() {
         return Err("the recipient name is empty".into());
@@ -291,7 +291,7 @@ fn timestamp() -> String {
 }
 
 /// RFC 3339 UTC with milliseconds, as the original hub's `timestamp` fields (no date crate needed).
-pub fn iso8601(ms: u64) -> String {
+pub(crate) fn iso8601(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -314,7 +314,7 @@ pub fn iso8601(ms: u64) -> String {
 }
 
 /// Runs a store operation off the async threads.
-pub async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&dyn super::store::Store) -> T + Send + 'static,
 ) -> T {

@@ -8,7 +8,7 @@ use rmcp::model::{Implementation, InitializeResult, ProtocolVersion, ServerCapab
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::hub_connection::HubError;
+use crate::relay::upstream::HubError;
 use aicp_proto::codes;
 use aicp_proto::wire::{self, Id, Method};
 

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use aicp_proto::aixp::AixpStatus;
 
 use crate::config::HubConfig;
-use crate::hub_connection::{self, HubError, Ws};
+use crate::relay::upstream::{self, HubError, Ws};
 use aicp_proto::wire::{self, Id, Kind};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +59,9 @@ impl HubClient {
     /// Connects and initializes, as client `aicp-bridge-cli`.
     pub async fn connect(cfg: &HubConfig, patience: Duration) -> Result<HubClient, ClientError> {
         let mut offer = true;
-        let ws = timeout(
-            cfg.connect_timeout,
-            hub_connection::upgrade(cfg, &mut offer),
-        )
-        .await
-        .map_err(|_| HubError::ConnectTimeout(cfg.connect_timeout))??;
+        let ws = timeout(cfg.connect_timeout, upstream::upgrade(cfg, &mut offer))
+            .await
+            .map_err(|_| HubError::ConnectTimeout(cfg.connect_timeout))??;
         let mut client = HubClient {
             ws,
             next_id: 0,

@@ -12,7 +12,8 @@ use crate::cli::ServeArgs;
 use crate::config::{ServeConfig, redact_url};
 use std::sync::Arc;
 
-use crate::{host, logging, paths, relay, shutdown, state, tls};
+use crate::relay::{self, host};
+use crate::{logging, paths, shutdown, state, tls};
 
 pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_default_provider();

@@ -1,16 +1,16 @@
-//! The relay: one session loop between the host (stdio) and the hub task.
+//! The relay session: one loop between the host (stdio) and the upstream task.
 //!
 //! Like rmcp's service loop, it is one `select!` over an event stream with a
 //! map of pending requests keyed by id. Unlike rmcp, it never types payloads:
-//! each message is classified by its envelope ([`crate::wire`]) and its
+//! each message is classified by its envelope ([`aicp_proto::wire`]) and its
 //! original text is forwarded, so ids, unknown fields, progress tokens and
 //! the hub's protocol version reach the other side unchanged. The relay
 //! changes a message only for a stated reason:
 //! - the host's `ping` is answered here (real hubs answer it with -32601);
 //! - invalid or oversized host lines are refused here, with the right id,
 //!   and never reach the hub (real hubs close the socket on them);
-//! - the hub's slips are repaired by the rules in [`crate::normalize`];
-//! - while the hub is down, [`crate::offline`] answers;
+//! - the hub's slips are repaired by the rules in [`crate::relay::normalize`];
+//! - while the hub is down, [`crate::relay::offline`] answers;
 //! - requests pending when a connection drops fail at once, naming the cause,
 //!   and are never replayed on the next connection (they may have side effects).
 //!
@@ -30,15 +30,16 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::aixp;
 use crate::config::{ServeConfig, redact_url};
-use crate::guard::{self, Guard, ListCache, Now, Outcome};
-use crate::host::{self, Line, LineReader};
-use crate::hub_connection::{self, HubError, HubEvent, Outgoing};
-use crate::normalize;
-use crate::offline;
+use crate::guard::envelope;
+use crate::guard::{self, Guard, Now, Outcome};
+use crate::relay::host::{self, Line, LineReader};
+use crate::relay::list_cache::ListCache;
+use crate::relay::normalize;
+use crate::relay::offline;
+use crate::relay::upstream::{self, HubError, HubEvent, Outgoing};
+use crate::relay::validate;
 use crate::state::Live;
-use crate::validate;
 use aicp_proto::aixp::AixpStatus;
 use aicp_proto::codes;
 use aicp_proto::meta::{AGENT_META_KEY, AUTH_META_KEY};
@@ -66,7 +67,7 @@ where
     // The hub task gets its own token: it must close the socket only after
     // this loop has finished handing the host what it is owed.
     let hub_shutdown = CancellationToken::new();
-    let link = hub_connection::spawn(cfg.hub.clone(), hub_shutdown.clone());
+    let link = upstream::spawn(cfg.hub.clone(), hub_shutdown.clone());
 
     let (host_tx, host_rx) = mpsc::channel(64);
     let reader = tokio::spawn(read_host(input, cfg.max_host_message, host_tx));
@@ -139,7 +140,7 @@ enum HubState {
     Up {
         generation: u64,
     },
-    /// Requests are answered locally (see [`crate::offline`]) until the next attempt.
+    /// Requests are answered locally (see [`crate::relay::offline`]) until the next attempt.
     Down {
         cause: Arc<HubError>,
     },
@@ -443,7 +444,7 @@ impl Session {
         params: &RawValue,
         now: Now,
     ) -> Result<Option<(String, Instant)>, String> {
-        let Some(call) = aixp::read_tool_call(params) else {
+        let Some(call) = envelope::read_tool_call(params) else {
             return Ok(None);
         };
         let call_info = guard::Call {
@@ -456,12 +457,12 @@ impl Session {
         self.live.record(self.guard.stats());
         let envelope = decision.map_err(|refusal| {
             info!(%id, tool = %call.tool, limit = refusal.limit, current = refusal.current, "refused a call");
-            aixp::refusal_result(id, &refusal)
+            envelope::refusal_result(id, &refusal)
         })?;
         let ttl = Duration::from_millis(envelope.expires_at.saturating_sub(now.wall_ms));
         // The guard counts the call in flight from here, so a call whose text
         // cannot be rewritten still goes out (without the envelope) and is finished normally.
-        let text = aixp::with_envelope(id, params, &envelope)
+        let text = envelope::with_envelope(id, params, &envelope)
             .unwrap_or_else(|| wire::request(id, "tools/call", params.get()));
         Ok(Some((text, now.mono + ttl)))
     }
@@ -669,7 +670,7 @@ impl Session {
                     } else if pending.guarded {
                         let guard = &mut self.guard;
                         if let Some(screened) =
-                            aixp::screen_delivered(&result, Now::current(), |e| guard.learn(e))
+                            envelope::screen_delivered(&result, Now::current(), |e| guard.learn(e))
                         {
                             out = wire::response(&id, &screened);
                         }
@@ -790,7 +791,8 @@ impl Session {
                      time-to-live (call_ttl). It was not run. Try again if it is still wanted."
                 ),
             };
-            self.send_host(aixp::refusal_result(&id, &refusal)).await;
+            self.send_host(envelope::refusal_result(&id, &refusal))
+                .await;
         }
         let expired: Vec<Id> = self
             .pending

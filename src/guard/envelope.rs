@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use aicp_proto::aixp::{ENVELOPE_KEY, Envelope, Incoming, REFUSAL_KEY};
 use aicp_proto::wire::{self, Id};
 
-use crate::guard::{Now, Refusal};
+use crate::guard::{Guard, Now, Refusal};
 
 /// What the guard reads from a `tools/call`.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ pub fn screen_delivered(
         else {
             return true;
         };
-        if envelope.expires_at > now.wall_ms {
+        if Guard::is_live(&envelope, now) {
             learn(&envelope);
             true
         } else {
