@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds aicp-bridge from this checkout with cargo and installs the binary.
+# Builds aicp-bridge and aicp-hub from this checkout with cargo and installs
+# both binaries side by side (`aicp-bridge hub` runs the aicp-hub next to it).
 # Installs nothing else: no toolchain, no services, no config.
 #
 #   ./install.sh                 # into ~/.local/bin
@@ -34,12 +35,14 @@ if ! command -v cc >/dev/null; then
 fi
 [ "$missing" = 0 ] || exit 1
 
-echo "install.sh: building the release binary (cargo build --release --locked)"
-cargo build --release --locked --quiet
+echo "install.sh: building the release binaries (cargo build --release --locked --workspace)"
+cargo build --release --locked --workspace --quiet
 mkdir -p "$prefix/bin"
 install -m 0755 target/release/aicp-bridge "$prefix/bin/aicp-bridge"
+install -m 0755 target/release/aicp-hub "$prefix/bin/aicp-hub"
 bin="$(cd "$prefix/bin" && pwd)/aicp-bridge"
 echo "install.sh: installed $bin ($("$bin" --version))"
+echo "install.sh: installed $(dirname "$bin")/aicp-hub ($("$(dirname "$bin")/aicp-hub" --version))"
 
 case ":$PATH:" in
   *":$prefix/bin:"*) ;;

@@ -6,9 +6,9 @@
 //! Run: `cargo bench --bench relay` (optionally `-- --calls N --runs N`).
 //! Prints a Markdown table; docs/performance.md records one run of it.
 
-#[path = "../tests/it/support/hub.rs"]
+#[path = "../tests/it/support/fake_hub.rs"]
 #[allow(unused_imports)]
-mod hub;
+mod fake_hub;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -247,7 +247,7 @@ fn decode_check_cost(calls: u64) -> Duration {
 async fn main() {
     let calls = arg("--calls", 2000);
     let runs = arg("--runs", 5);
-    let hub = hub::TestHub::start(hub::HubOptions::default()).await;
+    let hub = fake_hub::FakeHub::start(fake_hub::FakeHubOptions::default()).await;
     let url = hub.url();
 
     let mut direct = Peer::direct(&url).await;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Two users, two assistants, one hub, on one machine. Starts `aicp-bridge hub`
+# (which runs the aicp-hub installed beside it)
 # on loopback (temporary data dir, tokens it issues), then two `aicp-bridge
 # serve` bridges as two MCP hosts would: alice (writing, analysis) and bob
 # (rust, code-review). Alice shares context and hands work to bob through the
@@ -92,7 +93,7 @@ echo
 
 tool alice list_agents '{}'
 tool alice share_context '{"context_key":"release-plan","context_value":{"version":"0.2","blockers":["hub docs","review of session.rs"]}}'
-tool alice route_to_agent '{"message":"Please review the Rust code in src/hub/session.rs before the 0.2 release","context":{"see":"aicp://context/release-plan"}}'
+tool alice route_to_agent '{"message":"Please review the Rust code in crates/aicp-hub/src/session.rs before the 0.2 release","context":{"see":"aicp://context/release-plan"}}'
 call bob resources/read '{"uri":"aicp://shared-state"}'
 tool bob read_inbox '{"wait_ms":2000}'
 BOB_READ=$LAST

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, and integration tests that drive the
-# built binary against a hub on 127.0.0.1:0 with real hosts: rmcp's client, the
-# official Python MCP SDK (into .venv from PyPI) and the MCP Inspector CLI (into
-# tests/node from npm).
+# Runs the whole test suite of the workspace (bridge, hub, protocol): unit
+# tests, and integration tests that drive the built binaries against a hub on
+# 127.0.0.1:0 with real hosts: rmcp's client, the official Python MCP SDK (into
+# .venv from PyPI) and the MCP Inspector CLI (into tests/node from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +16,4 @@ if [ ! -d tests/node/node_modules ]; then
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
 export AICP_TEST_PYTHON="$PWD/.venv/bin/python"
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"

@@ -12,9 +12,6 @@ use crate::relay::upstream::HubError;
 use aicp_proto::codes;
 use aicp_proto::wire::{self, Id, Method};
 
-/// The JSON-RPC error code for "the hub cannot be reached"; in the range
-/// JSON-RPC leaves to implementations.
-
 /// The answer to one host request made while the hub is down.
 pub fn answer(
     id: &Id,

@@ -49,8 +49,6 @@ use aicp_proto::wire::{self, Id, Kind, Method};
 /// delivered for this long; then the bridge closes the hub connection and exits.
 pub const EOF_DRAIN: Duration = Duration::from_millis(500);
 
-/// JSON-RPC error code for a request that got neither a reply nor progress in time.
-
 /// Runs the relay until the host closes its input or `shutdown` fires, then
 /// closes the hub connection with code 1000 and flushes what the host is owed.
 pub async fn run<R, W>(

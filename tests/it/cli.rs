@@ -9,12 +9,12 @@ use tokio::process::Command;
 
 use crate::support::bridge::BIN;
 use crate::support::cli::{Cli, output, require};
-use crate::support::{HubOptions, TestHub};
+use crate::support::{FakeHub, FakeHubOptions};
 
 const TOKEN: &str = "tok-Zq81-not-for-logs";
 
-fn secured() -> HubOptions {
-    HubOptions {
+fn secured() -> FakeHubOptions {
+    FakeHubOptions {
         require_token: Some(TOKEN.into()),
         ..Default::default()
     }
@@ -36,7 +36,7 @@ fn problems(report: &Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn status_is_ok_against_a_working_hub() {
-    let hub = TestHub::start(secured()).await;
+    let hub = FakeHub::start(secured()).await;
     let mut cli = Cli::new();
     cli.env("AICP_TOKEN", TOKEN);
     let out = cli.run(&["status", "--json", "--hub", &hub.url()]).await;
@@ -86,7 +86,7 @@ async fn status_tells_the_truth_in_each_failure() {
     );
 
     // A bad token.
-    let hub = TestHub::start(secured()).await;
+    let hub = FakeHub::start(secured()).await;
     let mut cli = Cli::new();
     cli.env("AICP_TOKEN", "wrong-token");
     let r = cli
@@ -130,7 +130,7 @@ async fn status_tells_the_truth_in_each_failure() {
     );
 
     // Claude Desktop set up here but aicp-bridge not registered; then registered.
-    let open = TestHub::start(HubOptions::default()).await;
+    let open = FakeHub::start(FakeHubOptions::default()).await;
     let cli = Cli::new();
     std::fs::create_dir_all(cli.path("config/Claude")).unwrap();
     let r = cli
@@ -152,8 +152,8 @@ async fn status_tells_the_truth_in_each_failure() {
 
 #[tokio::test]
 async fn settings_resolve_flag_over_env_over_file_and_limits_come_from_the_file() {
-    let good = TestHub::start(HubOptions::default()).await;
-    let quirky = TestHub::start(HubOptions {
+    let good = FakeHub::start(FakeHubOptions::default()).await;
+    let quirky = FakeHub::start(FakeHubOptions {
         quirky: true,
         ..Default::default()
     })
@@ -239,7 +239,7 @@ async fn settings_resolve_flag_over_env_over_file_and_limits_come_from_the_file(
 
 /// login → status → serve (the token reaches the hub's upgrade) → logout →
 /// status, each a separate process, inside one keyring session.
-async fn keyring_round_trip(hub: &TestHub, cli: &Cli, wrap: &[&str], backend: &str) {
+async fn keyring_round_trip(hub: &FakeHub, cli: &Cli, wrap: &[&str], backend: &str) {
     let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"kr","version":"1"}}});
     let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"through the keyring"}}});
     let script = format!(
@@ -322,7 +322,7 @@ async fn keyutils_login_status_serve_logout() {
     if !require(&["keyctl"]) {
         return;
     }
-    let hub = TestHub::start(secured()).await;
+    let hub = FakeHub::start(secured()).await;
     let cli = Cli::new();
     keyring_round_trip(&hub, &cli, &["keyctl", "session", "-"], "keyutils").await;
 }
@@ -332,7 +332,7 @@ async fn secret_service_login_status_serve_logout() {
     if !require(&["dbus-run-session", "gnome-keyring-daemon"]) {
         return;
     }
-    let hub = TestHub::start(secured()).await;
+    let hub = FakeHub::start(secured()).await;
     let cli = Cli::new();
     // A private session bus with gnome-keyring's Secret Service, its login keyring unlocked from stdin.
     let unlock = "echo -n test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1; exec \"$@\"";
@@ -347,7 +347,7 @@ async fn secret_service_login_status_serve_logout() {
 
 #[tokio::test]
 async fn login_needs_a_usable_keyring_and_a_token_not_from_argv() {
-    let hub = TestHub::start(secured()).await;
+    let hub = FakeHub::start(secured()).await;
     let cli = Cli::new();
     let out = cli
         .run_stdin(
@@ -380,7 +380,7 @@ async fn login_needs_a_usable_keyring_and_a_token_not_from_argv() {
 
 #[tokio::test]
 async fn tools_call_and_share_with_their_exit_codes() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let cli = Cli::new();
     let url = hub.url();
     let out = cli.run(&["tools", "--hub", &url]).await;
@@ -595,7 +595,7 @@ async fn the_token_never_appears_where_it_should_not() {
     if !require(&["keyctl"]) {
         return;
     }
-    let hub = TestHub::start(secured()).await;
+    let hub = FakeHub::start(secured()).await;
     let mut cli = Cli::new();
     cli.env("AICP_KEYRING", "keyutils").env("AICP_LOG", "trace");
     let url = hub.url();

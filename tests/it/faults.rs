@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Bridge, HubOptions, TestHub, eventually};
+use crate::support::{Bridge, FakeHub, FakeHubOptions, eventually};
 
 /// Short backoff so reconnects happen within the test's patience.
 const FAST: [&str; 2] = ["--max-backoff", "0.2"];
 
 #[tokio::test]
 async fn hub_killed_mid_call_fails_the_call_then_recovers_without_replay() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let port = hub.port();
     let mut bridge = Bridge::serve(&hub.url(), &FAST);
     bridge.initialize("2025-06-18").await;
@@ -33,8 +33,10 @@ async fn hub_killed_mid_call_fails_the_call_then_recovers_without_replay() {
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("lost") && msg.contains("not retried"), "{msg}");
     assert_eq!(r["error"]["data"]["aixpStatus"], 5009);
+    // Without the fix nothing would ever answer (there is no default timeout);
+    // the bound is loose so that a loaded machine does not fail it.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "failed at once, not after a timeout"
     );
 
@@ -42,7 +44,7 @@ async fn hub_killed_mid_call_fails_the_call_then_recovers_without_replay() {
     let r = bridge.call_tool(2, "echo", json!({"text": "x"})).await;
     assert_eq!(r["error"]["code"], -32000, "{r}");
 
-    let hub = TestHub::start_on(port, HubOptions::default()).await;
+    let hub = FakeHub::start_on(port, FakeHubOptions::default()).await;
     // The bridge re-initializes the new session with the host's own params and says the lists may have changed.
     let changed = bridge.recv().await;
     assert_eq!(
@@ -75,7 +77,7 @@ async fn hub_killed_mid_call_fails_the_call_then_recovers_without_replay() {
 
 #[tokio::test]
 async fn hub_down_at_start_gets_a_local_initialize_then_list_changed() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let port = hub.port();
     hub.stop().await;
     let url = format!("ws://127.0.0.1:{port}/mcp");
@@ -103,7 +105,7 @@ async fn hub_down_at_start_gets_a_local_initialize_then_list_changed() {
     );
     assert_eq!(r["error"]["data"]["aixpStatus"], 5003);
 
-    let hub = TestHub::start_on(port, HubOptions::default()).await;
+    let hub = FakeHub::start_on(port, FakeHubOptions::default()).await;
     let changed = bridge.recv().await;
     assert_eq!(changed["method"], "notifications/tools/list_changed");
     let r = bridge.request(4, "tools/list", json!({})).await;
@@ -120,7 +122,7 @@ async fn hub_down_at_start_gets_a_local_initialize_then_list_changed() {
 
 #[tokio::test]
 async fn a_silent_hub_is_found_dead_by_keepalive() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         silent_after_init: true,
         ..Default::default()
     })
@@ -145,7 +147,7 @@ async fn a_silent_hub_is_found_dead_by_keepalive() {
 
 #[tokio::test]
 async fn request_timeout_cancels_on_the_hub_and_progress_extends_it() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &["--request-timeout", "0.4"]);
     bridge.initialize("2025-06-18").await;
     let r = bridge.call_tool("h", "hang", json!({})).await;
@@ -170,7 +172,7 @@ async fn request_timeout_cancels_on_the_hub_and_progress_extends_it() {
 
 #[tokio::test]
 async fn no_deadline_by_default_for_long_calls() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     // No progress token, 2.5 s of silence: still answered.
@@ -182,7 +184,7 @@ async fn no_deadline_by_default_for_long_calls() {
 
 #[tokio::test]
 async fn an_oversized_hub_message_fails_the_call_and_the_bridge_reconnects() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(
         &hub.url(),
         &["--max-hub-message-bytes", "100000", "--max-backoff", "0.2"],
@@ -201,7 +203,7 @@ async fn an_oversized_hub_message_fails_the_call_and_the_bridge_reconnects() {
 
 #[tokio::test]
 async fn a_refused_token_is_named_in_what_the_host_reads() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         require_token: Some("right-token".into()),
         ..Default::default()
     })
@@ -219,7 +221,7 @@ async fn a_refused_token_is_named_in_what_the_host_reads() {
 
 #[tokio::test]
 async fn invalid_utf8_gets_a_parse_error_with_its_id_and_the_bridge_keeps_serving() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     bridge
@@ -234,7 +236,7 @@ async fn invalid_utf8_gets_a_parse_error_with_its_id_and_the_bridge_keeps_servin
 
 #[tokio::test]
 async fn a_hub_that_accepts_then_fails_is_redialled_with_growing_backoff() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         close_after_upgrade: true,
         ..Default::default()
     })
@@ -258,7 +260,7 @@ async fn a_hub_that_accepts_then_fails_is_redialled_with_growing_backoff() {
 
 #[tokio::test]
 async fn requests_a_hub_could_not_decode_are_answered_by_the_bridge_with_their_id() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
@@ -291,7 +293,7 @@ async fn requests_a_hub_could_not_decode_are_answered_by_the_bridge_with_their_i
 
 #[tokio::test]
 async fn ws_localhost_connects_by_its_loopback_addresses() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let url = format!("ws://localhost:{}/mcp", hub.port());
     let mut bridge = Bridge::serve(&url, &[]);
     bridge.initialize("2025-06-18").await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Bridge, HubOptions, TestHub};
+use crate::support::{Bridge, FakeHub, FakeHubOptions};
 
 fn refusal_of(reply: &Value) -> &Value {
     assert_eq!(
@@ -16,7 +16,7 @@ fn refusal_of(reply: &Value) -> &Value {
     &reply["result"]["_meta"]["aicp/guard"]
 }
 
-fn calls_to(hub: &TestHub, tool: &str) -> usize {
+fn calls_to(hub: &FakeHub, tool: &str) -> usize {
     hub.received()
         .iter()
         .filter(|m| m["method"] == "tools/call" && m["params"]["name"] == tool)
@@ -25,7 +25,7 @@ fn calls_to(hub: &TestHub, tool: &str) -> usize {
 
 #[tokio::test]
 async fn a_repeated_call_is_refused_and_the_model_reads_why() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     let args = json!({"text": "same thing again"});
@@ -70,7 +70,7 @@ async fn a_repeated_call_is_refused_and_the_model_reads_why() {
 
 #[tokio::test]
 async fn every_call_carries_an_envelope_and_a_carried_one_continues() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     bridge.call_tool(1, "echo", json!({"text": "a"})).await;
@@ -162,7 +162,7 @@ async fn hand_back_and_forth(alice: &mut Bridge, bob: &mut Bridge, cursor: bool)
 /// Two assistants that keep handing a task back: stopped at max_hops.
 #[tokio::test]
 async fn two_bridges_playing_ping_pong_stop_at_max_hops() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let limits = ["--limit", "max_hops=4"];
     let mut alice = Bridge::serve(&hub.url(), &limits);
     let mut bob = Bridge::serve(&hub.url(), &limits);
@@ -186,7 +186,7 @@ async fn two_bridges_playing_ping_pong_stop_at_max_hops() {
 
 #[tokio::test]
 async fn expired_deliveries_are_dropped_before_the_model_sees_them() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut alice = Bridge::serve(&hub.url(), &[]);
     let mut bob = Bridge::serve(&hub.url(), &[]);
     alice.initialize_as("2025-06-18", "alice").await;
@@ -253,7 +253,7 @@ async fn a_call_queued_during_an_outage_expires_unsent() {
 
 #[tokio::test]
 async fn the_breaker_opens_after_consecutive_hub_failures_and_recovers() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(
         &hub.url(),
         &[
@@ -294,7 +294,7 @@ async fn the_breaker_opens_after_consecutive_hub_failures_and_recovers() {
 
 #[tokio::test]
 async fn a_flood_of_list_requests_reaches_the_hub_once() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     for i in 0..200 {
@@ -311,7 +311,7 @@ async fn a_flood_of_list_requests_reaches_the_hub_once() {
             "{r}"
         );
     }
-    let lists = |hub: &TestHub| {
+    let lists = |hub: &FakeHub| {
         hub.received()
             .iter()
             .filter(|m| m["method"] == "tools/list")

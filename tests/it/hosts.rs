@@ -11,20 +11,20 @@ use rmcp::model::{
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::json;
 
-use crate::support::bridge::BIN;
-use crate::support::{HubOptions, TestHub};
+use crate::support::bridge::{BIN, isolate};
+use crate::support::{FakeHub, FakeHubOptions};
 
 fn args(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     v.as_object().unwrap().clone()
 }
 
-async fn rmcp_session(opts: HubOptions) {
-    let hub = TestHub::start(opts).await;
+async fn rmcp_session(opts: FakeHubOptions) {
+    let hub = FakeHub::start(opts).await;
     let url = hub.url();
+    let mut home = None;
     let transport = TokioChildProcess::new(tokio::process::Command::new(BIN).configure(|cmd| {
-        cmd.args(["serve", "--hub", &url])
-            .env_remove("AICP_TOKEN")
-            .env_remove("AICP_HUB_URL");
+        cmd.args(["serve", "--hub", &url]);
+        home = Some(isolate(cmd));
     }))
     .unwrap();
     let client = ().serve(transport).await.expect("rmcp initializes through the bridge");
@@ -79,12 +79,12 @@ async fn rmcp_session(opts: HubOptions) {
 
 #[tokio::test]
 async fn rmcp_client_as_a_strict_host() {
-    rmcp_session(HubOptions::default()).await;
+    rmcp_session(FakeHubOptions::default()).await;
 }
 
 #[tokio::test]
 async fn rmcp_client_through_a_quirky_hub() {
-    rmcp_session(HubOptions {
+    rmcp_session(FakeHubOptions {
         quirky: true,
         ..Default::default()
     })
@@ -113,9 +113,11 @@ async fn python_sdk_host_drives_every_capability() {
         );
         return;
     };
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/sdk_host.py");
-    let run = tokio::process::Command::new(python)
+    let mut python = tokio::process::Command::new(python);
+    let _home = isolate(&mut python);
+    let run = python
         .arg(script)
         .arg(BIN)
         .arg(hub.url())
@@ -154,7 +156,7 @@ async fn mcp_inspector_cli_drives_the_bridge() {
         eprintln!("SKIPPED: no MCP Inspector CLI; run `npm ci --prefix tests/node`");
         return;
     };
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let url = hub.url();
     let cases: [(&[&str], &str); 5] = [
         (&["--method", "tools/list"], "\"echo\""),
@@ -191,12 +193,13 @@ async fn mcp_inspector_cli_drives_the_bridge() {
     ];
     for (args, expect) in cases {
         // v1.0.3 finds its own package.json relative to the working directory: run it from its build dir.
-        let out = tokio::process::Command::new("node")
+        let mut node = tokio::process::Command::new("node");
+        let _home = isolate(&mut node);
+        let out = node
             .current_dir(cli.parent().unwrap())
             .arg(&cli)
             .args([BIN, "serve", "--hub", &url])
             .args(args)
-            .env_remove("AICP_TOKEN")
             .output();
         let out = tokio::time::timeout(Duration::from_secs(60), out)
             .await

@@ -353,8 +353,9 @@ async fn silent_sockets_are_bounded_and_cannot_lock_out_a_good_client() {
         .request(serde_json::json!(1), "ping", serde_json::json!({}))
         .await;
     assert_eq!(r["result"], serde_json::json!({}), "{r}");
+    // Well under the 5 s head timeout that a blocked client would wait for.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(4),
         "the good client waited {:?}",
         started.elapsed()
     );

@@ -8,19 +8,21 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::bridge::command;
-use crate::support::{Bridge, HubOptions, TestHub, eventually};
+use crate::support::{Bridge, FakeHub, FakeHubOptions, eventually};
 
 #[tokio::test]
 async fn stdin_eof_closes_the_hub_with_1000_and_exits_0_quickly() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-06-18").await;
     let started = Instant::now();
     bridge.close_stdin();
-    let status = bridge.wait_exit(Duration::from_secs(2)).await;
+    // The bridge exits after a 500 ms drain at most (docs/relay.md); the bound
+    // here only tells "exits" from "hangs", with room for a loaded machine.
+    let status = bridge.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(5),
         "exit took {:?}",
         started.elapsed()
     );
@@ -34,7 +36,7 @@ async fn stdin_eof_closes_the_hub_with_1000_and_exits_0_quickly() {
 #[tokio::test]
 async fn sigterm_and_sigint_close_cleanly_and_exit_0() {
     for signal in ["-TERM", "-INT"] {
-        let hub = TestHub::start(HubOptions::default()).await;
+        let hub = FakeHub::start(FakeHubOptions::default()).await;
         let mut bridge = Bridge::serve(&hub.url(), &[]);
         bridge.initialize("2025-06-18").await;
         let started = Instant::now();
@@ -44,10 +46,10 @@ async fn sigterm_and_sigint_close_cleanly_and_exit_0() {
             .status()
             .unwrap();
         assert!(killed.success());
-        let status = bridge.wait_exit(Duration::from_secs(2)).await;
+        let status = bridge.wait_exit(Duration::from_secs(10)).await;
         assert!(status.success(), "{signal}: {status:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(5),
             "{signal}: exit took {:?}",
             started.elapsed()
         );
@@ -62,7 +64,7 @@ async fn sigterm_and_sigint_close_cleanly_and_exit_0() {
 #[tokio::test]
 async fn piped_requests_are_all_answered_before_exit() {
     // `printf … | aicp-bridge serve`: input ends right after the requests.
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let (mut cmd, _home) = command(&["serve", "--hub", &hub.url()]);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -95,7 +97,7 @@ async fn piped_requests_are_all_answered_before_exit() {
 #[tokio::test]
 async fn the_token_goes_on_the_upgrade_and_never_into_logs() {
     const TOKEN: &str = "tok-3f9a-very-secret";
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         require_token: Some(TOKEN.into()),
         ..Default::default()
     })

@@ -3,12 +3,12 @@
 //! binary with a module per area keeps link time down.
 
 mod cli;
+mod fake_hub_selftest;
 mod faults;
 mod guard;
 mod hosts;
 mod hub_inbox;
 mod hub_listener;
-mod hub_selftest;
 mod hub_session;
 mod lifecycle;
 mod local_hub;

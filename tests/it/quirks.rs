@@ -5,17 +5,17 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Bridge, HubOptions, TestHub};
+use crate::support::{Bridge, FakeHub, FakeHubOptions};
 
-fn quirky() -> HubOptions {
-    HubOptions {
+fn quirky() -> FakeHubOptions {
+    FakeHubOptions {
         quirky: true,
         ..Default::default()
     }
 }
 
-async fn setup() -> (TestHub, Bridge) {
-    let hub = TestHub::start(quirky()).await;
+async fn setup() -> (FakeHub, Bridge) {
+    let hub = FakeHub::start(quirky()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     bridge.initialize("2025-11-25").await;
     (hub, bridge)
@@ -23,7 +23,7 @@ async fn setup() -> (TestHub, Bridge) {
 
 #[tokio::test]
 async fn no_subprotocol_and_a_fixed_old_version_still_connect_and_reach_the_host() {
-    let hub = TestHub::start(quirky()).await;
+    let hub = FakeHub::start(quirky()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     let init = bridge.initialize("2025-11-25").await;
     // The hub's (non-)negotiation reaches the host as the hub said it.
@@ -37,7 +37,7 @@ async fn no_subprotocol_and_a_fixed_old_version_still_connect_and_reach_the_host
     assert_eq!(offered, [true, false]);
 
     // A well-behaved hub gets the subprotocol on the first try.
-    let good = TestHub::start(HubOptions::default()).await;
+    let good = FakeHub::start(FakeHubOptions::default()).await;
     let mut b2 = Bridge::serve(&good.url(), &[]);
     b2.initialize("2025-11-25").await;
     assert_eq!(good.connections(), 1);
@@ -213,7 +213,7 @@ async fn a_hub_that_serves_one_request_at_a_time_answers_all_pipelined_calls() {
 
 #[tokio::test]
 async fn the_hub_pings_every_interval_and_the_bridge_always_pongs() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         quirky: true,
         ws_ping_every: Some(Duration::from_millis(150)),
         ..Default::default()

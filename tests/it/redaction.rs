@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::local_hub::LocalHub;
-use crate::support::{Bridge, HubOptions, TestHub, eventually};
+use crate::support::{Bridge, FakeHub, FakeHubOptions, eventually};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -33,7 +33,7 @@ fn assert_no_token(log: &str, token: &str) {
 
 #[tokio::test]
 async fn the_token_is_sent_on_the_upgrade_only_unless_the_hub_needs_it_in_initialize() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         require_token: Some(TOKEN.into()),
         ..Default::default()
     })
@@ -53,7 +53,7 @@ async fn the_token_is_sent_on_the_upgrade_only_unless_the_hub_needs_it_in_initia
     );
 
     // A hub that authenticates at initialize gets it when the user says so.
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve_env(
         &hub.url(),
         &["--token-in-initialize"],
@@ -75,7 +75,7 @@ async fn the_token_is_sent_on_the_upgrade_only_unless_the_hub_needs_it_in_initia
 
 #[tokio::test]
 async fn trace_logs_of_the_bridge_never_show_the_token_in_any_encoding() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     // The worst case: the token is in a frame (initialize) and in the upgrade request.
     let mut bridge = Bridge::serve_env(
         &hub.url(),
@@ -117,7 +117,7 @@ async fn trace_logs_of_the_hub_never_show_a_clients_token() {
 #[tokio::test]
 async fn the_log_file_is_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.log");
     // A file that already exists with loose permissions is narrowed too.

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Bridge, HubOptions, TestHub};
+use crate::support::{Bridge, FakeHub, FakeHubOptions};
 
-async fn setup() -> (TestHub, Bridge) {
-    let hub = TestHub::start(HubOptions::default()).await;
+async fn setup() -> (FakeHub, Bridge) {
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     let init = bridge.initialize("2025-06-18").await;
     assert_eq!(init["result"]["serverInfo"]["name"], "test-hub", "{init}");
@@ -17,7 +17,7 @@ async fn setup() -> (TestHub, Bridge) {
 
 #[tokio::test]
 async fn initialize_reaches_the_hub_and_its_version_choice_reaches_the_host() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     for (asked, chosen) in [
         ("2025-06-18", "2025-06-18"),
         ("2025-11-25", "2025-11-25"),
@@ -186,7 +186,7 @@ async fn every_capability_relays() {
 
 #[tokio::test]
 async fn stateless_era_discover_without_initialize() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(&hub.url(), &[]);
     let meta = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}});
     let r = bridge.request(1, "server/discover", meta.clone()).await;
@@ -305,7 +305,7 @@ async fn hub_requests_to_the_host_and_their_replies() {
 
 #[tokio::test]
 async fn pipelined_calls_all_come_back_to_their_callers() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     // 64 at once is over the default max_in_flight (16) and per-tool rate (60/min);
     // this test is about the relay.
     let mut bridge = Bridge::serve(
@@ -350,7 +350,7 @@ async fn a_duplicate_id_in_flight_is_refused() {
 
 #[tokio::test]
 async fn capabilities_are_declared_in_initialize_meta_and_kept_on_reconnect() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut bridge = Bridge::serve(
         &hub.url(),
         &[

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::hub::test_tls;
-use crate::support::{Bridge, HubOptions, TestHub};
+use crate::support::fake_hub::test_tls;
+use crate::support::{Bridge, FakeHub, FakeHubOptions};
 
 #[tokio::test]
 async fn wss_verifies_the_certificate() {
     let (server, ca_pem) = test_tls();
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         tls: Some(server),
         ..Default::default()
     })

@@ -27,10 +27,19 @@ pub struct Bridge {
 }
 
 pub fn command(args: &[&str]) -> (Command, tempfile::TempDir) {
-    let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("AICP_HUB_URL")
+    cmd.args(args);
+    let home = isolate(&mut cmd);
+    (cmd, home)
+}
+
+/// What every process that runs the bridge gets, whoever starts it (a test,
+/// an SDK host, the Inspector): none of the developer's `AICP_*` settings, no
+/// real keyring, and a temp home with its own config, data and runtime dirs.
+/// The dir lives as long as the returned value.
+pub fn isolate(cmd: &mut Command) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    cmd.env_remove("AICP_HUB_URL")
         .env_remove("AICP_TOKEN")
         .env_remove("AICP_LOG")
         .env_remove("AICP_PROFILE")
@@ -41,7 +50,7 @@ pub fn command(args: &[&str]) -> (Command, tempfile::TempDir) {
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_DATA_HOME", home.path().join("data"))
         .env("XDG_RUNTIME_DIR", home.path().join("run"));
-    (cmd, home)
+    home
 }
 
 impl Bridge {

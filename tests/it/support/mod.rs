@@ -2,13 +2,13 @@
 
 pub mod bridge;
 pub mod cli;
-pub mod hub;
+pub mod fake_hub;
 pub mod local_hub;
 
 use std::time::Duration;
 
 pub use bridge::Bridge;
-pub use hub::{HubOptions, TestHub};
+pub use fake_hub::{FakeHub, FakeHubOptions};
 
 /// Polls `cond` until it holds or `within` passes.
 pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::hub::{HubOptions, TestHub, test_tls};
+use crate::support::fake_hub::{FakeHub, FakeHubOptions, test_tls};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -87,7 +87,7 @@ fn tool_call(name: &str, arguments: Value) -> Value {
 
 #[tokio::test]
 async fn initialize_lists_tools_and_echoes() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
 
     let init = client
@@ -139,7 +139,7 @@ async fn initialize_lists_tools_and_echoes() {
 
 #[tokio::test]
 async fn slow_sends_progress_before_its_response() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     let params = json!({"name": "slow", "arguments": {"ms": 80, "steps": 4}, "_meta": {"progressToken": "p"}});
     client.request(1, "tools/call", params).await;
@@ -155,7 +155,7 @@ async fn slow_sends_progress_before_its_response() {
 
 #[tokio::test]
 async fn cancelled_slow_call_stops_and_is_recorded() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     let params = json!({"name": "slow", "arguments": {"ms": 2000, "steps": 4}, "_meta": {"progressToken": 7}});
     client.request(1, "tools/call", params).await;
@@ -175,9 +175,9 @@ async fn cancelled_slow_call_stops_and_is_recorded() {
 #[tokio::test]
 async fn requests_overlap_unless_quirky() {
     for quirky in [false, true] {
-        let hub = TestHub::start(HubOptions {
+        let hub = FakeHub::start(FakeHubOptions {
             quirky,
-            ..HubOptions::default()
+            ..FakeHubOptions::default()
         })
         .await;
         let mut client = Client::connect(&hub.url()).await;
@@ -195,7 +195,7 @@ async fn requests_overlap_unless_quirky() {
 
 #[tokio::test]
 async fn sample_routes_the_client_answer_back() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     client
         .request(1, "tools/call", tool_call("sample", json!({})))
@@ -231,7 +231,7 @@ async fn sample_routes_the_client_answer_back() {
 
 #[tokio::test]
 async fn notifications_come_in_order() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     client
         .request(1, "tools/call", tool_call("notify", json!({})))
@@ -258,7 +258,7 @@ async fn notifications_come_in_order() {
 
 #[tokio::test]
 async fn malformed_input_gets_errors_and_the_connection_stays() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     client.ws.send(Message::text("{not json")).await.unwrap();
     let parse = client.recv().await;
@@ -282,9 +282,9 @@ async fn malformed_input_gets_errors_and_the_connection_stays() {
 
 #[tokio::test]
 async fn quirky_deviations() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         quirky: true,
-        ..HubOptions::default()
+        ..FakeHubOptions::default()
     })
     .await;
     let mut client = Client::connect(&hub.url()).await;
@@ -326,9 +326,9 @@ async fn quirky_deviations() {
 
 #[tokio::test]
 async fn quirky_closes_on_malformed_and_oversized_frames() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         quirky: true,
-        ..HubOptions::default()
+        ..FakeHubOptions::default()
     })
     .await;
     let mut client = Client::connect(&hub.url()).await;
@@ -353,7 +353,7 @@ async fn quirky_closes_on_malformed_and_oversized_frames() {
 
 #[tokio::test]
 async fn normal_hub_closes_1009_over_16_mib() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     client
         .ws
@@ -374,9 +374,9 @@ async fn normal_hub_closes_1009_over_16_mib() {
 #[tokio::test]
 async fn subprotocol_is_answered_unless_quirky() {
     for quirky in [false, true] {
-        let hub = TestHub::start(HubOptions {
+        let hub = FakeHub::start(FakeHubOptions {
             quirky,
-            ..HubOptions::default()
+            ..FakeHubOptions::default()
         })
         .await;
         let mut request = hub.url().into_client_request().unwrap();
@@ -399,11 +399,11 @@ async fn subprotocol_is_answered_unless_quirky() {
 
 #[tokio::test]
 async fn token_is_required() {
-    let opts = HubOptions {
+    let opts = FakeHubOptions {
         require_token: Some("s3cret".into()),
-        ..HubOptions::default()
+        ..FakeHubOptions::default()
     };
-    let hub = TestHub::start(opts).await;
+    let hub = FakeHub::start(opts).await;
     match tokio_tungstenite::connect_async(hub.url()).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("expected a 401, got {:?}", other.map(|_| ())),
@@ -431,9 +431,9 @@ async fn wss_with_the_test_ca() {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let (server, ca_pem) = test_tls();
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         tls: Some(server),
-        ..HubOptions::default()
+        ..FakeHubOptions::default()
     })
     .await;
     assert!(hub.url().starts_with("wss://localhost:"));
@@ -460,7 +460,7 @@ async fn wss_with_the_test_ca() {
 
 #[tokio::test]
 async fn stop_frees_the_port_for_a_restart() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let port = hub.port();
     let mut client = Client::connect(&hub.url()).await;
     assert_eq!(client.call(1, "ping", json!({})).await["id"], 1);
@@ -472,7 +472,7 @@ async fn stop_frees_the_port_for_a_restart() {
             .is_err()
     );
 
-    let hub = TestHub::start_on(port, HubOptions::default()).await;
+    let hub = FakeHub::start_on(port, FakeHubOptions::default()).await;
     assert_eq!(hub.port(), port);
     let mut client = Client::connect(&hub.url()).await;
     assert_eq!(client.call(1, "ping", json!({})).await["id"], 1);
@@ -480,7 +480,7 @@ async fn stop_frees_the_port_for_a_restart() {
 
 #[tokio::test]
 async fn drop_connections_keeps_listening() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     assert_eq!(client.call(1, "ping", json!({})).await["id"], 1);
     hub.drop_connections();
@@ -496,7 +496,7 @@ async fn drop_connections_keeps_listening() {
 
 #[tokio::test]
 async fn close_frames_are_recorded() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     client
         .ws
@@ -518,9 +518,9 @@ async fn close_frames_are_recorded() {
 
 #[tokio::test]
 async fn silent_hub_answers_initialize_then_no_pong() {
-    let hub = TestHub::start(HubOptions {
+    let hub = FakeHub::start(FakeHubOptions {
         silent_after_init: true,
-        ..HubOptions::default()
+        ..FakeHubOptions::default()
     })
     .await;
     let mut client = Client::connect(&hub.url()).await;
@@ -541,7 +541,7 @@ async fn silent_hub_answers_initialize_then_no_pong() {
     );
 
     // A normal hub does answer pings.
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     client
         .ws
@@ -558,11 +558,11 @@ async fn silent_hub_answers_initialize_then_no_pong() {
 
 #[tokio::test]
 async fn hub_pings_and_drops_clients_that_do_not_pong() {
-    let opts = HubOptions {
+    let opts = FakeHubOptions {
         ws_ping_every: Some(Duration::from_millis(100)),
-        ..HubOptions::default()
+        ..FakeHubOptions::default()
     };
-    let hub = TestHub::start(opts).await;
+    let hub = FakeHub::start(opts).await;
 
     // A client that keeps reading answers the pings and stays.
     let mut lively = Client::connect(&hub.url()).await;
@@ -584,7 +584,7 @@ async fn hub_pings_and_drops_clients_that_do_not_pong() {
 
 #[tokio::test]
 async fn the_other_methods() {
-    let hub = TestHub::start(HubOptions::default()).await;
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
     let mut client = Client::connect(&hub.url()).await;
     let big = client
         .call(1, "tools/call", tool_call("big", json!({"bytes": 70000})))

@@ -1,4 +1,5 @@
-//! A scriptable MCP hub for tests of aicp-bridge: it speaks MCP (JSON-RPC 2.0) in WebSocket
+//! The fake hub: a scriptable MCP hub for tests of aicp-bridge (not the real hub, which is
+//! `aicp-hub`). It speaks MCP (JSON-RPC 2.0) in WebSocket
 //! text frames on 127.0.0.1, over ws or wss, records everything clients send (frames, upgrade
 //! headers, close codes, cancellations) and can reproduce the deviations of real hubs
 //! (`quirky`), hang after `initialize`, demand a bearer token, ping its clients, drop every
@@ -49,7 +50,7 @@ const QUIRKY_MAX_FRAME: usize = 1_048_576;
 type Outcome = Result<Value, (i64, String)>;
 
 #[derive(Clone, Debug, Default)]
-pub struct HubOptions {
+pub struct FakeHubOptions {
     /// Reproduce sloppy real-hub behaviour: see the `quirky` branches below.
     pub quirky: bool,
     /// Send a WS Ping this often and drop a client that sends no Pong within the same duration.
@@ -64,7 +65,7 @@ pub struct HubOptions {
     pub close_after_upgrade: bool,
 }
 
-pub struct TestHub {
+pub struct FakeHub {
     addr: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
@@ -88,14 +89,14 @@ struct Shared {
     next_message: AtomicU64,
 }
 
-impl TestHub {
+impl FakeHub {
     /// Starts a hub on a free port of 127.0.0.1.
-    pub async fn start(opts: HubOptions) -> TestHub {
+    pub async fn start(opts: FakeHubOptions) -> FakeHub {
         Self::start_on(0, opts).await
     }
 
     /// Starts a hub on `port`, e.g. the port of a hub that was just stopped.
-    pub async fn start_on(port: u16, opts: HubOptions) -> TestHub {
+    pub async fn start_on(port: u16, opts: FakeHubOptions) -> FakeHub {
         let listener = bind(port).await;
         let addr = listener.local_addr().expect("test hub: local address");
         let shared = Arc::new(Shared::default());
@@ -107,7 +108,7 @@ impl TestHub {
             shared.clone(),
             shutdown.clone(),
         ));
-        TestHub {
+        FakeHub {
             addr,
             tls,
             shared,
@@ -207,7 +208,7 @@ impl TestHub {
     }
 }
 
-impl Drop for TestHub {
+impl Drop for FakeHub {
     fn drop(&mut self) {
         self.shutdown.cancel();
         lock(&self.shared.conns).abort_all();
@@ -215,7 +216,7 @@ impl Drop for TestHub {
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 signed by it: the server
-/// configuration to put in [`HubOptions::tls`] and the CA certificate in PEM for clients to trust.
+/// configuration to put in [`FakeHubOptions::tls`] and the CA certificate in PEM for clients to trust.
 pub fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -284,7 +285,7 @@ async fn bind(port: u16) -> TcpListener {
 
 async fn accept_loop(
     listener: TcpListener,
-    opts: HubOptions,
+    opts: FakeHubOptions,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
@@ -310,7 +311,7 @@ async fn accept_loop(
 async fn connection(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
-    opts: HubOptions,
+    opts: FakeHubOptions,
     shared: Arc<Shared>,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -326,7 +327,7 @@ async fn connection(
 
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    opts: HubOptions,
+    opts: FakeHubOptions,
     shared: Arc<Shared>,
 ) {
     let config = WebSocketConfig::default()
@@ -349,7 +350,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Records the upgrade request, checks the token and picks the subprotocol.
 struct Upgrade {
-    opts: HubOptions,
+    opts: FakeHubOptions,
     shared: Arc<Shared>,
 }
 
@@ -427,7 +428,7 @@ struct Conn {
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: WebSocketStream<S>,
-    opts: HubOptions,
+    opts: FakeHubOptions,
     shared: Arc<Shared>,
 ) {
     let (out, mut outbox) = mpsc::unbounded_channel();
