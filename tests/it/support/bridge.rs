@@ -15,8 +15,7 @@ use tokio::sync::mpsc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aicp-bridge");
 
-/// How long a test waits for one expected message before failing.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub use super::env::{PATIENCE, isolate};
 
 pub struct Bridge {
     child: Child,
@@ -31,26 +30,6 @@ pub fn command(args: &[&str]) -> (Command, tempfile::TempDir) {
     cmd.args(args);
     let home = isolate(&mut cmd);
     (cmd, home)
-}
-
-/// What every process that runs the bridge gets, whoever starts it (a test,
-/// an SDK host, the Inspector): none of the developer's `AICP_*` settings, no
-/// real keyring, and a temp home with its own config, data and runtime dirs.
-/// The dir lives as long as the returned value.
-pub fn isolate(cmd: &mut Command) -> tempfile::TempDir {
-    let home = tempfile::tempdir().unwrap();
-    cmd.env_remove("AICP_HUB_URL")
-        .env_remove("AICP_TOKEN")
-        .env_remove("AICP_LOG")
-        .env_remove("AICP_PROFILE")
-        .env_remove("AICP_CONFIG")
-        // Never the developer's own keyring; the keyring tests opt in.
-        .env("AICP_KEYRING", "none")
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join("config"))
-        .env("XDG_DATA_HOME", home.path().join("data"))
-        .env("XDG_RUNTIME_DIR", home.path().join("run"));
-    home
 }
 
 impl Bridge {

@@ -1,6 +1,9 @@
-//! The built `aicp-bridge hub` as a child process on 127.0.0.1:0 with a temp
+//! The built `aicp-hub` as a child process on 127.0.0.1:0 with a temp
 //! data dir, plus a raw WebSocket MCP client for what a bridge would never
 //! send (garbage, binary frames, pipelined requests, forged envelopes).
+//! Shared by the hub's tests and the bridge's, each of which uses part of it.
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,7 +19,33 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::bridge::{BIN, PATIENCE, command};
+use super::env::{PATIENCE, isolate};
+
+/// The built `aicp-hub`. Cargo names it for the hub's own tests; the bridge's
+/// tests find it beside `aicp-bridge`, where a workspace build puts both.
+pub fn hub_bin() -> PathBuf {
+    if let Some(hub) = option_env!("CARGO_BIN_EXE_aicp-hub") {
+        return hub.into();
+    }
+    let bridge =
+        option_env!("CARGO_BIN_EXE_aicp-bridge").expect("built by a test of the workspace");
+    let hub = Path::new(bridge).with_file_name(if cfg!(windows) {
+        "aicp-hub.exe"
+    } else {
+        "aicp-hub"
+    });
+    assert!(
+        hub.is_file(),
+        "{} is missing: build the workspace (`cargo test --workspace` or `cargo build --workspace`)",
+        hub.display()
+    );
+    hub
+}
+
+/// `aicp-hub` with no arguments yet, in no particular environment.
+pub fn hub_command() -> tokio::process::Command {
+    tokio::process::Command::new(hub_bin())
+}
 
 pub struct LocalHub {
     child: Child,
@@ -28,9 +57,9 @@ pub struct LocalHub {
 }
 
 impl LocalHub {
-    /// `aicp-bridge hub --listen 127.0.0.1:0 --data-dir <temp>` plus `extra`.
+    /// `aicp-hub --listen 127.0.0.1:0 --data-dir <temp>` plus `extra`.
     pub async fn start(extra: &[&str]) -> LocalHub {
-        let (_, home) = command(&[]);
+        let home = tempfile::tempdir().unwrap();
         let data_dir = home.path().join("hub-data");
         LocalHub::start_in(
             home,
@@ -42,16 +71,16 @@ impl LocalHub {
 
     async fn start_in(home: tempfile::TempDir, data_dir: PathBuf, extra: Vec<String>) -> LocalHub {
         let mut args = vec![
-            "hub".to_string(),
-            "--listen".into(),
+            "--listen".to_string(),
             "127.0.0.1:0".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
         args.extend(extra.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // command() makes its own temp home; point everything at ours, which lives as long as the hub.
-        let (mut cmd, _its_home) = command(&args);
+        let mut cmd = hub_command();
+        cmd.args(&args);
+        // isolate() makes its own temp home; point everything at ours, which lives as long as the hub.
+        let _its_home = isolate(&mut cmd);
         cmd.env("HOME", home.path())
             .env("XDG_DATA_HOME", home.path().join("data"))
             .env("XDG_CONFIG_HOME", home.path().join("config"));
@@ -114,10 +143,10 @@ impl LocalHub {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// `aicp-bridge hub token --sub SUB --scopes SCOPES` against this hub's data dir.
+    /// `aicp-hub token --sub SUB --scopes SCOPES` against this hub's data dir.
     pub fn token(&self, sub: &str, scopes: &str) -> String {
-        let out = std::process::Command::new(BIN)
-            .args(["hub", "token", "--data-dir"])
+        let out = std::process::Command::new(hub_bin())
+            .args(["token", "--data-dir"])
             .arg(&self.data_dir)
             .args(["--sub", sub, "--scopes", scopes, "--ttl", "1h"])
             .output()
@@ -336,7 +365,7 @@ impl LocalHub {
 
     /// Like [`LocalHub::start`], after `prepare` has run on the (not yet created) data dir's path.
     pub async fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> LocalHub {
-        let (_, home) = command(&[]);
+        let home = tempfile::tempdir().unwrap();
         let data_dir = home.path().join("hub-data");
         prepare(&data_dir);
         LocalHub::start_in(

@@ -2,6 +2,7 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod env;
 pub mod fake_hub;
 pub mod local_hub;
 

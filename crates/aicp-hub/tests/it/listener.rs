@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::local_hub::{LocalHub, RawClient, raw_http};
+use crate::support::local_hub::{LocalHub, RawClient, hub_bin, raw_http};
 
 /// The hub's `MAX_HEAD_BYTES` (src/hub/server.rs).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -220,8 +220,8 @@ async fn a_revoked_subject_s_earlier_tokens_get_401_without_a_restart() {
     RawClient::agent(hub.url(), Some(&old), &[]).await;
     // `iat` has one-second resolution: a token from the revocation's own second still works.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = std::process::Command::new(crate::support::bridge::BIN)
-        .args(["hub", "revoke", "--sub", "alice", "--data-dir"])
+    let out = std::process::Command::new(hub_bin())
+        .args(["revoke", "--sub", "alice", "--data-dir"])
         .arg(hub.data_dir())
         .output()
         .unwrap();
@@ -258,8 +258,8 @@ async fn a_revoked_subject_s_earlier_tokens_get_401_without_a_restart() {
 async fn a_ttl_that_would_overflow_is_refused_with_a_non_zero_exit() {
     let dir = tempfile::tempdir().unwrap();
     for ttl in ["18446744073709551615", "3651d"] {
-        let out = std::process::Command::new(crate::support::bridge::BIN)
-            .args(["hub", "token", "--sub", "alice", "--ttl", ttl, "--data-dir"])
+        let out = std::process::Command::new(hub_bin())
+            .args(["token", "--sub", "alice", "--ttl", ttl, "--data-dir"])
             .arg(dir.path())
             .output()
             .unwrap();
@@ -268,16 +268,8 @@ async fn a_ttl_that_would_overflow_is_refused_with_a_non_zero_exit() {
         assert!(out.stdout.is_empty(), "--ttl {ttl} printed a token");
         assert!(stderr.contains("3650 days"), "--ttl {ttl}: {stderr}");
     }
-    let out = std::process::Command::new(crate::support::bridge::BIN)
-        .args([
-            "hub",
-            "token",
-            "--sub",
-            "alice",
-            "--ttl",
-            "3650d",
-            "--data-dir",
-        ])
+    let out = std::process::Command::new(hub_bin())
+        .args(["token", "--sub", "alice", "--ttl", "3650d", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
