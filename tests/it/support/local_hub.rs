@@ -27,8 +27,9 @@ pub fn hub_bin() -> PathBuf {
     if let Some(hub) = option_env!("CARGO_BIN_EXE_aicp-hub") {
         return hub.into();
     }
-    let bridge =
-        option_env!("CARGO_BIN_EXE_aicp-bridge").expect("built by a test of the workspace");
+    let Some(bridge) = option_env!("CARGO_BIN_EXE_aicp-bridge") else {
+        panic!("neither aicp-hub nor aicp-bridge was built for this test");
+    };
     let hub = Path::new(bridge).with_file_name(if cfg!(windows) {
         "aicp-hub.exe"
     } else {
