@@ -14,14 +14,18 @@ use std::sync::{Arc, Mutex};
 use aicp_proto::redact::{PAYLOAD_LOGGERS, encodings, redact};
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 pub fn init(filter: &str, log_file: Option<&Path>, secrets: Vec<String>) -> anyhow::Result<()> {
     let mut filter =
         EnvFilter::try_new(filter).with_context(|| format!("bad log filter {filter:?}"))?;
-    for target in PAYLOAD_LOGGERS {
-        // A directive for the same target replaces the user's, so `tungstenite=trace` is capped too.
-        filter = filter.add_directive(format!("{target}=debug").parse()?);
+    // Only a filter that reaches trace needs the cap; adding it to a quieter one would
+    // raise those crates to debug. A directive for the same target replaces the user's.
+    if filter.max_level_hint() == Some(LevelFilter::TRACE) {
+        for target in PAYLOAD_LOGGERS {
+            filter = filter.add_directive(format!("{target}=debug").parse()?);
+        }
     }
     let secrets: Arc<[String]> = secrets
         .into_iter()

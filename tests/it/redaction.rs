@@ -132,3 +132,16 @@ async fn the_log_file_is_owner_only() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "log file mode {mode:o}");
 }
+
+#[tokio::test]
+async fn the_websocket_library_stays_quiet_below_trace() {
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
+    // The cap on the payload loggers must not raise them at quieter levels.
+    let mut bridge = Bridge::serve(&hub.url(), &["--log-level", "info"]);
+    bridge.initialize("2025-06-18").await;
+    let r = bridge.call_tool(1, "echo", json!({"text": "quiet"})).await;
+    assert_eq!(r["result"]["content"][0]["text"], "quiet", "{r}");
+    let log = bridge.stderr();
+    assert!(log.contains("serving MCP on stdio"), "{log}");
+    assert!(!log.contains("tungstenite"), "{log}");
+}

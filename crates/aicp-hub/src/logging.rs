@@ -8,12 +8,17 @@ use std::io::{self, Write};
 use aicp_proto::redact::{PAYLOAD_LOGGERS, redact};
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 pub fn init(filter: &str) -> anyhow::Result<()> {
     let mut filter =
         EnvFilter::try_new(filter).with_context(|| format!("bad log filter {filter:?}"))?;
-    for target in PAYLOAD_LOGGERS {
-        filter = filter.add_directive(format!("{target}=debug").parse()?);
+    // Only a filter that reaches trace needs the cap; adding it to a quieter one would
+    // raise those crates to debug. A directive for the same target replaces the user's.
+    if filter.max_level_hint() == Some(LevelFilter::TRACE) {
+        for target in PAYLOAD_LOGGERS {
+            filter = filter.add_directive(format!("{target}=debug").parse()?);
+        }
     }
     let ansi = io::IsTerminal::is_terminal(&io::stderr());
     tracing_subscriber::fmt()
