@@ -3,7 +3,7 @@
 //! [`Redacting`], which replaces each known secret, as text and as hex, and
 //! anything shaped like a JWT with `[REDACTED]`, so a token cannot leak even
 //! through a message a peer echoes back at trace level. The WebSocket library
-//! is capped below trace whatever the filter says: at trace it prints whole
+//! never logs below debug, even when the filter asks for trace: at trace it prints whole
 //! frames and the upgrade request, `Authorization` header included.
 
 use std::fs::OpenOptions;
