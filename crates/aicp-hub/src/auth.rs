@@ -134,7 +134,7 @@ pub struct Principal {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error(
-        "no bearer token (send Authorization: Bearer <token>; issue one with `aicp-bridge hub token --sub NAME`)"
+        "no bearer token (send Authorization: Bearer <token>; issue one with `aicp-hub token --sub NAME`)"
     )]
     Missing,
     #[error("invalid token: {0}")]

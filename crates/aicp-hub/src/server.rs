@@ -597,7 +597,7 @@ async fn revoked(shared: &Shared, p: &Principal) -> Result<Option<String>, Strin
         .map_err(|e| e.to_string())?;
     Ok(not_before.filter(|nb| p.issued_at < *nb).map(|nb| {
         format!(
-            "token revoked: tokens for {} issued before {nb} (unix seconds) were revoked with `aicp-bridge hub revoke`; this one was issued at {}. Issue a new one with `aicp-bridge hub token --sub {}`",
+            "token revoked: tokens for {} issued before {nb} (unix seconds) were revoked with `aicp-hub revoke`; this one was issued at {}. Issue a new one with `aicp-hub token --sub {}`",
             p.subject, p.issued_at, p.subject
         )
     }))

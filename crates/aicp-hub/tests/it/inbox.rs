@@ -1,5 +1,5 @@
 //! The local hub's inbox and the limits around it, as a black box: the built
-//! `aicp-bridge hub` on 127.0.0.1:0 driven by raw WebSocket clients. What a
+//! `aicp-hub` on 127.0.0.1:0 driven by raw WebSocket clients. What a
 //! cursor may acknowledge, how large one answer may get, per-identity quotas,
 //! and which names a message may be addressed to.
 

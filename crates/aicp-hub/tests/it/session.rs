@@ -1,5 +1,5 @@
 //! The local hub's per-connection bounds, driven over real sockets against the
-//! built `aicp-bridge hub`: memory a client can make the hub hold (answers to
+//! built `aicp-hub`: memory a client can make the hub hold (answers to
 //! a client that does not read, subscriptions, ids, requests in flight), the
 //! keepalive that drops silent peers, rate limiting of every frame, and the
 //! close codes for frames the hub refuses.
