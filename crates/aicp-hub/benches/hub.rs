@@ -145,7 +145,8 @@ async fn main() {
     let window = arg("--window", 1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
-    // The bucket stays on (so its cost is measured) but set high enough not to trip.
+    // The bucket stays on (so its cost is measured) but set high enough not to trip;
+    // so are the per-identity quotas.
     let mut hub = tokio::process::Command::new(BIN)
         .args([
             "--listen",
@@ -156,6 +157,16 @@ async fn main() {
             "10000000",
             "--burst",
             "10000000",
+            // Every connection is the one identity `bench`: its per-identity
+            // limits (sessions, keys, bytes) would otherwise stop the run.
+            "--max-connections-per-identity",
+            "100000",
+            "--max-keys",
+            "1000000",
+            "--max-keys-per-identity",
+            "1000000",
+            "--max-context-bytes-per-identity",
+            "1000000000",
             "--data-dir",
         ])
         .arg(&data)
