@@ -246,8 +246,8 @@ CREATE TABLE IF NOT EXISTS messages (
   hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
-CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender, expires_at);
-CREATE INDEX IF NOT EXISTS shared_state_writer ON shared_state(updated_by);
+DROP INDEX IF EXISTS messages_sender;
+DROP INDEX IF EXISTS shared_state_writer;
 CREATE TABLE IF NOT EXISTS inbox_delivered (
   recipient TEXT PRIMARY KEY, through INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (
@@ -255,6 +255,46 @@ CREATE TABLE IF NOT EXISTS agents (
   last_seen INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS revoked_subjects (
   subject TEXT PRIMARY KEY, not_before INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS context_usage (
+  identity TEXT PRIMARY KEY, bytes INTEGER NOT NULL, keys INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_usage (
+  sender TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS context_usage_insert AFTER INSERT ON shared_state BEGIN
+  INSERT INTO context_usage SELECT NEW.updated_by, 0, 0
+    WHERE NOT EXISTS (SELECT 1 FROM context_usage WHERE identity = NEW.updated_by);
+  UPDATE context_usage SET bytes = bytes + octet_length(NEW.key) + octet_length(NEW.value), keys = keys + 1
+    WHERE identity = NEW.updated_by;
+END;
+CREATE TRIGGER IF NOT EXISTS context_usage_delete AFTER DELETE ON shared_state BEGIN
+  UPDATE context_usage SET bytes = bytes - octet_length(OLD.key) - octet_length(OLD.value), keys = keys - 1
+    WHERE identity = OLD.updated_by;
+END;
+CREATE TRIGGER IF NOT EXISTS context_usage_update AFTER UPDATE ON shared_state BEGIN
+  UPDATE context_usage SET bytes = bytes - octet_length(OLD.key) - octet_length(OLD.value), keys = keys - 1
+    WHERE identity = OLD.updated_by;
+  INSERT INTO context_usage SELECT NEW.updated_by, 0, 0
+    WHERE NOT EXISTS (SELECT 1 FROM context_usage WHERE identity = NEW.updated_by);
+  UPDATE context_usage SET bytes = bytes + octet_length(NEW.key) + octet_length(NEW.value), keys = keys + 1
+    WHERE identity = NEW.updated_by;
+END;
+CREATE TRIGGER IF NOT EXISTS pending_usage_insert AFTER INSERT ON messages BEGIN
+  INSERT INTO pending_usage SELECT NEW.sender, 0
+    WHERE NOT EXISTS (SELECT 1 FROM pending_usage WHERE sender = NEW.sender);
+  UPDATE pending_usage SET bytes = bytes + octet_length(NEW.text) WHERE sender = NEW.sender;
+END;
+CREATE TRIGGER IF NOT EXISTS pending_usage_delete AFTER DELETE ON messages BEGIN
+  UPDATE pending_usage SET bytes = bytes - octet_length(OLD.text) WHERE sender = OLD.sender;
+END;
+";
+
+/// Recounts the usage tables from the rows themselves, once at open: a store
+/// written before the triggers existed (or by hand) starts from the truth.
+const RECOUNT_USAGE: &str = "
+DELETE FROM context_usage;
+INSERT INTO context_usage SELECT updated_by, sum(octet_length(key) + octet_length(value)), count(*)
+  FROM shared_state GROUP BY updated_by;
+DELETE FROM pending_usage;
+INSERT INTO pending_usage SELECT sender, sum(octet_length(text)) FROM messages GROUP BY sender;
 ";
 
 impl SqliteStore {
@@ -282,11 +322,13 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The schema first: the size limit is for what clients write, not for the tables.
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&format!("BEGIN; {RECOUNT_USAGE} COMMIT;"))?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let max_pages =
             (limits.max_db_bytes / page_size.max(512) as u64).clamp(16, i64::MAX as u64) as i64;
         conn.pragma_update(None, "max_page_count", max_pages)?;
-        conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             limits,
@@ -392,16 +434,18 @@ impl Store for SqliteStore {
         }
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.write_err(e))?;
-        let exists: bool = tx
-            .query_row("SELECT 1 FROM shared_state WHERE key = ?1", [key], |_| {
-                Ok(())
-            })
-            .optional()
-            .map_err(StoreError::Read)?
-            .is_some();
-        if !exists {
+        // The key being replaced, if any: who wrote it and what it counts for.
+        let old: Option<(String, i64)> = tx
+            .prepare_cached(
+                "SELECT updated_by, octet_length(key) + octet_length(value) FROM shared_state WHERE key = ?1",
+            )
+            .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(StoreError::Read)?;
+        // Usage comes from the counters the triggers keep (O(1)), not from summing rows.
+        if old.is_none() {
             let n: i64 = tx
-                .query_row("SELECT count(*) FROM shared_state", [], |r| r.get(0))
+                .prepare_cached("SELECT coalesce(sum(keys), 0) FROM context_usage")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(StoreError::Read)?;
             if n as usize >= self.limits.max_keys {
                 return Err(StoreError::TooManyKeys {
@@ -409,14 +453,16 @@ impl Store for SqliteStore {
                 });
             }
         }
+        let (bytes, keys): (i64, i64) = tx
+            .prepare_cached("SELECT bytes, keys FROM context_usage WHERE identity = ?1")
+            .and_then(|mut s| s.query_row([by], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(StoreError::Read)?
+            .unwrap_or((0, 0));
         // The writer's own share, not counting the key being replaced (its new size is added below).
-        let (mine_bytes, mine_keys): (i64, i64) = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0), count(*)
-                 FROM shared_state WHERE updated_by = ?1 AND key <> ?2",
-            )
-            .and_then(|mut s| s.query_row(params![by, key], |r| Ok((r.get(0)?, r.get(1)?))))
-            .map_err(StoreError::Read)?;
+        let (mine_bytes, mine_keys) = match &old {
+            Some((writer, len)) if writer == by => (bytes - len, keys - 1),
+            _ => (bytes, keys),
+        };
         if mine_keys as usize >= self.limits.max_keys_per_identity {
             return Err(StoreError::KeyQuota {
                 identity: by.to_owned(),
@@ -481,12 +527,13 @@ impl Store for SqliteStore {
                 max: self.limits.max_inbox,
             });
         }
+        // Kept by triggers on insert and delete; expired messages count until the
+        // purge (every minute) removes them.
         let pending: i64 = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(octet_length(text)), 0) FROM messages WHERE sender = ?1 AND expires_at > ?2",
-            )
-            .and_then(|mut s| s.query_row(params![m.from, m.created_at as i64], |r| r.get(0)))
-            .map_err(StoreError::Read)?;
+            .prepare_cached("SELECT bytes FROM pending_usage WHERE sender = ?1")
+            .and_then(|mut s| s.query_row([&m.from], |r| r.get(0)).optional())
+            .map_err(StoreError::Read)?
+            .unwrap_or(0);
         let would_be = pending.max(0) as u64 + m.text.len() as u64;
         if would_be > self.limits.max_pending_bytes_per_sender {
             return Err(StoreError::PendingQuota {
@@ -827,6 +874,46 @@ mod tests {
         assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m5]);
     }
 
+    /// The usage counters the quotas read agree with the rows, whatever wrote or deleted them.
+    #[test]
+    fn usage_counters_follow_every_write_overwrite_delete_and_purge() {
+        let s = SqliteStore::with_connection(
+            rusqlite::Connection::open_in_memory().unwrap(),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        s.put_state("a", &json!("1234"), "alice", 1).unwrap();
+        s.put_state("b", &json!("12"), "alice", 1).unwrap();
+        s.put_state("a", &json!("1"), "bob", 2).unwrap(); // bob takes over alice's key
+        s.put_state("b", &json!("123456"), "alice", 3).unwrap();
+        assert!(s.delete_state("a").unwrap());
+        s.push_message(&msg("m1", "carol", 1, 10)).unwrap();
+        s.push_message(&msg("m2", "carol", 2, 1_000)).unwrap();
+        s.purge_expired(100).unwrap();
+        let conn = s.lock();
+        let counted = |sql: &str| -> Vec<(String, i64, i64)> {
+            let mut st = conn.prepare(sql).unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            counted(
+                "SELECT identity, bytes, keys FROM context_usage WHERE keys > 0 ORDER BY identity"
+            ),
+            counted(
+                "SELECT updated_by, sum(octet_length(key) + octet_length(value)), count(*) FROM shared_state GROUP BY updated_by ORDER BY updated_by"
+            )
+        );
+        assert_eq!(
+            counted("SELECT sender, bytes, 0 FROM pending_usage WHERE bytes > 0 ORDER BY sender"),
+            counted(
+                "SELECT sender, sum(octet_length(text)), 0 FROM messages GROUP BY sender ORDER BY sender"
+            )
+        );
+    }
+
     #[test]
     fn one_identity_cannot_fill_the_store_for_everyone() {
         let dir = tempfile::tempdir().unwrap();
@@ -959,7 +1046,7 @@ mod tests {
     fn disk_full_is_reported_with_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let limits = StoreLimits {
-            max_db_bytes: 64 * 1024,
+            max_db_bytes: 128 * 1024,
             max_value_bytes: 1 << 20,
             ..Default::default()
         };
@@ -968,10 +1055,10 @@ mod tests {
         let big = json!("x".repeat(200 * 1024));
         let err = s.put_state("big", &big, "a", 2).unwrap_err();
         assert!(
-            matches!(err, StoreError::Full { max_bytes: 65536 }),
+            matches!(err, StoreError::Full { max_bytes: 131072 }),
             "{err}"
         );
-        assert!(err.to_string().contains("65536"));
+        assert!(err.to_string().contains("131072"));
         assert_eq!(s.get_state("small").unwrap(), Some(json!("ok")));
         assert_eq!(s.get_state("big").unwrap(), None);
     }
