@@ -240,7 +240,12 @@ async fn main() {
 
     // The store alone, one writer, no network: what SQLite (WAL, synchronous=NORMAL) sustains here.
     let direct = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(direct.path(), StoreLimits::default()).unwrap();
+    // 4096 keys from one writer: over the default per-identity key quota, so it is raised.
+    let limits = StoreLimits {
+        max_keys_per_identity: 1_000_000,
+        ..StoreLimits::default()
+    };
+    let store = SqliteStore::open(direct.path(), limits).unwrap();
     let writes = calls * 4;
     let start = Instant::now();
     for i in 0..writes {
