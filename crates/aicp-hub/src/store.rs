@@ -269,7 +269,14 @@ CREATE TRIGGER IF NOT EXISTS context_usage_delete AFTER DELETE ON shared_state B
   UPDATE context_usage SET bytes = bytes - octet_length(OLD.key) - octet_length(OLD.value), keys = keys - 1
     WHERE identity = OLD.updated_by;
 END;
-CREATE TRIGGER IF NOT EXISTS context_usage_update AFTER UPDATE ON shared_state BEGIN
+DROP TRIGGER IF EXISTS context_usage_update;
+CREATE TRIGGER IF NOT EXISTS context_usage_rewrite AFTER UPDATE ON shared_state
+  WHEN OLD.updated_by = NEW.updated_by BEGIN
+  UPDATE context_usage SET bytes = bytes + octet_length(NEW.value) - octet_length(OLD.value)
+    WHERE identity = NEW.updated_by;
+END;
+CREATE TRIGGER IF NOT EXISTS context_usage_takeover AFTER UPDATE ON shared_state
+  WHEN OLD.updated_by <> NEW.updated_by BEGIN
   UPDATE context_usage SET bytes = bytes - octet_length(OLD.key) - octet_length(OLD.value), keys = keys - 1
     WHERE identity = OLD.updated_by;
   INSERT INTO context_usage SELECT NEW.updated_by, 0, 0
