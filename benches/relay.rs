@@ -219,6 +219,7 @@ fn guard_cost(calls: u64) -> Duration {
             fingerprint: guard::fingerprint(&c.tool, c.arguments.as_ref()),
             incoming: c.incoming.clone(),
             refers_to: guard::referenced_messages(c.arguments.as_ref()),
+            read_only: false,
         };
         let env = g.check(now, &info).unwrap();
         std::hint::black_box(aixp::with_envelope(&id, params, &env));

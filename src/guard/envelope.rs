@@ -33,6 +33,23 @@ pub fn read_tool_call(params: &RawValue) -> Option<ToolCall> {
     })
 }
 
+/// The `readOnlyHint` of every tool a `tools/list` result declares (false when
+/// absent or not a boolean): what the guard treats as a read.
+pub fn read_only_hints(result: &str) -> Vec<(String, bool)> {
+    let Ok(value) = serde_json::from_str::<Value>(result) else {
+        return Vec::new();
+    };
+    value["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let name = t["name"].as_str()?.to_owned();
+            Some((name, t["annotations"]["readOnlyHint"] == json!(true)))
+        })
+        .collect()
+}
+
 /// The request again, with `params._meta["aicp/aixp"]` set to `envelope`.
 /// Every other value keeps its original text: only the top-level order of
 /// keys in `params` and `_meta` may change.

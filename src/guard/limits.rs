@@ -22,12 +22,19 @@ pub struct Limits {
     /// Identical calls (same tool, same arguments) allowed per `repeat_window`.
     /// A model that retries the same call more than five times a minute is looping.
     pub repeat_limit: u32,
+    /// The same for tools the hub declares read-only (`readOnlyHint`): asking
+    /// again whether a colleague answered is how a network is waited on, not a
+    /// loop, so by default reads are not counted (0). Set a number to count
+    /// them again; rates and the session budget apply to reads either way.
+    pub repeat_reads: u32,
     #[serde(with = "secs")]
     pub repeat_window: Duration,
     /// Calls per rolling minute, all tools together: two a second sustained is
     /// more than a model acting through a host usefully makes.
     pub calls_per_minute: u32,
-    /// Calls per rolling minute to any one tool.
+    /// Calls per rolling minute to any one tool. 90, not 60: a host that
+    /// polls an inbox once a second sits exactly at 60, and network jitter
+    /// would refuse every minute's sixty-first call.
     pub tool_calls_per_minute: u32,
     /// Calls waiting for the hub at once; the benchmark's 16 in flight pass.
     pub max_in_flight: u32,
@@ -51,9 +58,10 @@ impl Default for Limits {
             max_hops: 8,
             call_ttl: Duration::from_secs(300),
             repeat_limit: 5,
+            repeat_reads: 0,
             repeat_window: Duration::from_secs(60),
             calls_per_minute: 120,
-            tool_calls_per_minute: 60,
+            tool_calls_per_minute: 90,
             max_in_flight: 16,
             session_budget: 10_000,
             breaker_failures: 5,

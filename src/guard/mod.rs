@@ -50,6 +50,9 @@ pub struct Call<'a> {
     pub incoming: Incoming,
     /// Ids of messages this call answers or forwards (`reply_to` and the like).
     pub refers_to: Vec<String>,
+    /// The hub declared the tool read-only (`readOnlyHint` in its `tools/list`):
+    /// repeats are then held to `repeat_reads`, not `repeat_limit`. Rates still apply.
+    pub read_only: bool,
 }
 
 /// A refused call: what the model reads, and the structured detail.
@@ -293,27 +296,39 @@ impl Guard {
         }
 
         let window = limits.repeat_window;
+        // Reads repeat by nature (polling an inbox); only their own limit, if set, counts them.
+        let (key, max) = if call.read_only {
+            ("repeat_reads", limits.repeat_reads)
+        } else {
+            ("repeat_limit", limits.repeat_limit)
+        };
         let repeats = self
             .repeats
             .get_mut(&call.fingerprint)
             .map(|q| prune(q, now.mono, window));
         if let Some((count, oldest)) = repeats
-            && count >= limits.repeat_limit as usize
+            && (max > 0 || !call.read_only)
+            && count >= max as usize
         {
+            let advice = if call.read_only {
+                "Asking again this often will not make an answer come sooner: wait with the tool's own \
+                 waiting argument if it has one (read_inbox's wait_ms), or do other work and come back later."
+            } else {
+                "Repeating it will not give a different result: change the arguments, try another approach, \
+                 or ask the user."
+            };
             return Err(refusal(
                 AixpStatus::COMMUNICATION,
-                "repeat_limit",
-                limits.repeat_limit as f64,
+                key,
+                max as f64,
                 (count + 1) as f64,
                 oldest.map(|t| (t + window).saturating_duration_since(now.mono)),
                 format!(
                     "aicp-bridge refused this call: {} was called with exactly these arguments {} times in the last \
-                     {} s, over the limit of {} (repeat_limit). Repeating it will not give a different result: \
-                     change the arguments, try another approach, or ask the user.",
+                     {} s, over the limit of {max} ({key}). {advice}",
                     call.tool,
                     count + 1,
                     window.as_secs_f64(),
-                    limits.repeat_limit
                 ),
             ));
         }
@@ -553,6 +568,7 @@ mod tests {
             fingerprint: fingerprint(tool, Some(&serde_json::json!({ "n": n }))),
             incoming: Incoming::default(),
             refers_to: vec![],
+            read_only: false,
         }
     }
 
@@ -628,6 +644,71 @@ mod tests {
             "t=1,2,10 fill the window again"
         );
         assert_eq!(g.stats().calls_refused, 3);
+    }
+
+    #[test]
+    fn reads_repeat_freely_but_not_past_the_rates_and_writes_still_loop_out() {
+        let clock = Clock::new();
+        let mut g = guard(Limits::default());
+        let poll = Call {
+            read_only: true,
+            ..call("read_inbox", 0)
+        };
+        // Once a second for three minutes, the same arguments: a wait, not a loop.
+        for s in 0..180 {
+            allow_and_finish(&mut g, clock.at(s as f64 * 1.0), &poll).unwrap();
+        }
+        // The same write six times in a minute is still refused, with the write's advice.
+        let send = call("send_message", 1);
+        for s in 0..5 {
+            allow_and_finish(&mut g, clock.at(200.0 + s as f64), &send).unwrap();
+        }
+        let r = allow_and_finish(&mut g, clock.at(206.0), &send).unwrap_err();
+        assert_eq!(
+            (r.limit, r.limit_value, r.current),
+            ("repeat_limit", 5.0, 6.0)
+        );
+        assert!(
+            r.message.contains("will not give a different result"),
+            "{}",
+            r.message
+        );
+        // A tool declared read-only is still held to the per-tool rate (90 a minute).
+        let mut g = guard(Limits::default());
+        for i in 0..90 {
+            allow_and_finish(&mut g, clock.at(300.0 + i as f64 * 0.01), &poll).unwrap();
+        }
+        let r = allow_and_finish(&mut g, clock.at(301.0), &poll).unwrap_err();
+        assert_eq!(r.limit, "tool_calls_per_minute");
+    }
+
+    #[test]
+    fn repeat_reads_makes_reads_count_again_with_advice_that_fits_a_read() {
+        let clock = Clock::new();
+        let mut g = guard(Limits {
+            repeat_reads: 3,
+            ..Limits::default()
+        });
+        let poll = Call {
+            read_only: true,
+            ..call("read_inbox", 0)
+        };
+        for s in 0..3 {
+            allow_and_finish(&mut g, clock.at(s as f64), &poll).unwrap();
+        }
+        let r = allow_and_finish(&mut g, clock.at(3.0), &poll).unwrap_err();
+        assert_eq!(
+            (r.limit, r.limit_value, r.current),
+            ("repeat_reads", 3.0, 4.0)
+        );
+        assert!(r.message.contains("wait_ms"), "{}", r.message);
+        assert!(
+            !r.message.contains("will not give a different result"),
+            "{}",
+            r.message
+        );
+        // Once the window has slid past, it passes again.
+        allow_and_finish(&mut g, clock.at(61.0), &poll).unwrap();
     }
 
     #[test]

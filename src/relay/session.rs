@@ -97,6 +97,7 @@ where
         strict: cfg.strict,
         lists: ListCache::new(cfg.limits.list_cache),
         list_waiters: HashMap::new(),
+        read_only_tools: HashMap::new(),
         stranded: Vec::new(),
         guard: Guard::new(cfg.limits.clone(), cfg.origin.clone()),
         init_meta: init_meta(cfg),
@@ -186,6 +187,9 @@ struct Session {
     init_meta: Vec<(&'static str, serde_json::Value)>,
     /// The loop guard every `tools/call` passes (docs/limits.md).
     guard: Guard,
+    /// What the hub's `tools/list` answers declared: tool name to `readOnlyHint`.
+    /// Learnt from every answer relayed (cached answers were relayed first).
+    read_only_tools: HashMap<String, bool>,
     /// Recent `*/list` answers, reused for identical requests (a host flood guard).
     lists: ListCache,
     /// Identical list requests that arrived while the first was in flight, by cache key:
@@ -450,6 +454,12 @@ impl Session {
             fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
             incoming: call.incoming.clone(),
             refers_to: guard::referenced_messages(call.arguments.as_ref()),
+            // Unknown tools count as writes: only what the hub declared read-only is one.
+            read_only: self
+                .read_only_tools
+                .get(&call.tool)
+                .copied()
+                .unwrap_or(false),
         };
         let decision = self.guard.check(now, &call_info);
         self.live.record(self.guard.stats());
@@ -661,6 +671,13 @@ impl Session {
                         _ => continue,
                     };
                     self.send_host(copy).await;
+                }
+                if pending.method == Method::ToolsList
+                    && let Some(result) = &reply.result
+                {
+                    for (tool, read_only) in envelope::read_only_hints(result) {
+                        self.read_only_tools.insert(tool, read_only);
+                    }
                 }
                 if let Some(result) = reply.result {
                     if let Some(key) = pending.cache_key {

@@ -16,3 +16,4 @@ mod redaction;
 mod relay;
 mod support;
 mod tls;
+mod waiting;

@@ -57,7 +57,10 @@ pub(crate) fn get(params: &Value) -> Result<Value, ErrorData> {
             let mut text = format!(
                 "Write a short, self-contained request to {partner} asking for help with: {task}\n\
                  Say what you need back and in what form, then send it with the send_message tool \
-                 (or route_to_agent if you do not know who should do it)."
+                 (or route_to_agent if you do not know who should do it).\n\
+                 Then wait for the answer with read_inbox and wait_ms 30000: each call returns as soon as \
+                 a message arrives, or after 30 s with none; call it again the same way (passing next_since) \
+                 until the answer is there, or tell the user you are still waiting. Do not send the request again."
             );
             if let Some(d) = arg("deadline") {
                 text.push_str(&format!("\nDeadline: {d}"));

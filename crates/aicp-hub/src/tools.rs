@@ -52,7 +52,8 @@ pub(crate) fn list() -> Value {
                 "message": {"type": "string", "description": "The message or task to route"},
                 "target_capabilities": {"type": "array", "items": {"type": "string"}, "description": "Capabilities the recipient should have"},
                 "context": {"type": "object", "description": "Extra context delivered with the message"}
-            }, "required": ["message"]}
+            }, "required": ["message"]},
+            "annotations": {"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": false}
         },
         {
             "name": "share_context",
@@ -61,7 +62,8 @@ pub(crate) fn list() -> Value {
             "inputSchema": {"type": "object", "properties": {
                 "context_key": {"type": "string", "description": "Key to store under (at most 256 bytes)"},
                 "context_value": {"description": "Any JSON value"}
-            }, "required": ["context_key", "context_value"]}
+            }, "required": ["context_key", "context_value"]},
+            "annotations": {"readOnlyHint": false, "destructiveHint": true, "idempotentHint": true, "openWorldHint": false}
         },
         {
             "name": "delete_context",
@@ -69,7 +71,8 @@ pub(crate) fn list() -> Value {
             "description": "Deletes a key from the hub's shared state (any agent allowed to share context may delete any key, as it may overwrite it). Frees the quota of whoever wrote it last.",
             "inputSchema": {"type": "object", "properties": {
                 "context_key": {"type": "string", "description": "Key to delete"}
-            }, "required": ["context_key"]}
+            }, "required": ["context_key"]},
+            "annotations": {"readOnlyHint": false, "destructiveHint": true, "idempotentHint": true, "openWorldHint": false}
         },
         {
             "name": "orchestrate_collaboration",
@@ -78,19 +81,22 @@ pub(crate) fn list() -> Value {
             "inputSchema": {"type": "object", "properties": {
                 "task": {"type": "string", "description": "The task to split"},
                 "agents": {"type": "array", "items": {"type": "string"}, "description": "Identities to assign to, each connected now or seen before (case-insensitive when unambiguous; default: every other connected agent)"}
-            }, "required": ["task"]}
+            }, "required": ["task"]},
+            "annotations": {"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": false}
         },
         {
             "name": "whoami",
             "title": "Who am I on the hub",
             "description": "This connection's identity, scopes and declared capabilities: the name other agents use to reach you.",
-            "inputSchema": {"type": "object", "properties": {}}
+            "inputSchema": {"type": "object", "properties": {}},
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
         },
         {
             "name": "list_agents",
             "title": "Who is connected",
-            "description": "Lists the connected agents: identity, client, declared capabilities.",
-            "inputSchema": {"type": "object", "properties": {}}
+            "description": "Lists the connected agents: identity, client, declared capabilities. Read-only: to wait for someone to come online, call it again every few seconds; each call is cheap.",
+            "inputSchema": {"type": "object", "properties": {}},
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
         },
         {
             "name": "send_message",
@@ -100,16 +106,18 @@ pub(crate) fn list() -> Value {
                 "to": {"type": "string", "description": "Recipient identity as list_agents shows it (case-insensitive when unambiguous)"},
                 "text": {"type": "string", "description": "The message"},
                 "reply_to": {"type": "string", "description": "Id of the message this answers"}
-            }, "required": ["to", "text"]}
+            }, "required": ["to", "text"]},
+            "annotations": {"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": false}
         },
         {
             "name": "read_inbox",
             "title": "Read my messages",
-            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read), at most 100 and about 256 KiB per call: when `more` is true, call again with next_since. Waits up to wait_ms (at most 30000) for one to arrive.",
+            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read), at most 100 and about 256 KiB per call: when `more` is true, call again with next_since. To wait for an answer, pass wait_ms (at most 30000): the call returns as soon as a message arrives, or empty after wait_ms; then call again the same way. One call with wait_ms 30000 replaces thirty one-second polls. Read-only: calling it again and again is how you wait, not a loop.",
             "inputSchema": {"type": "object", "properties": {
                 "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "How long to wait for a message when none is unread, in milliseconds (at most 30000; default 0)"},
                 "since": {"type": "integer", "minimum": 0, "description": "The next_since of your previous read_inbox (0 or absent the first time). Acknowledges, and deletes, the messages up to it that this inbox has already handed you; a larger value acknowledges no more than that"}
-            }}
+            }},
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
         }
     ]})
 }
@@ -1159,6 +1167,41 @@ mod tests {
     fn iso8601_formats_utc() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_763_700_000_123), "2025-11-21T04:40:00.123Z");
+    }
+
+    /// The bridge's guard exempts reads from its repeat limit on the strength of
+    /// these hints, so they must be true: reads are exactly the tools that change nothing
+    /// another agent sees (an inbox read acknowledges only the caller's own messages).
+    #[test]
+    fn every_tool_is_annotated_and_only_reads_say_read_only() {
+        let tools = list();
+        let mut reads: Vec<&str> = Vec::new();
+        for t in tools["tools"].as_array().unwrap() {
+            let ann = &t["annotations"];
+            let read_only = ann["readOnlyHint"]
+                .as_bool()
+                .unwrap_or_else(|| panic!("{} has no readOnlyHint", t["name"]));
+            assert_eq!(ann["openWorldHint"], false, "{}", t["name"]);
+            if read_only {
+                reads.push(t["name"].as_str().unwrap());
+            } else {
+                assert!(ann["destructiveHint"].is_boolean(), "{}", t["name"]);
+            }
+        }
+        reads.sort_unstable();
+        assert_eq!(reads, ["list_agents", "read_inbox", "whoami"]);
+        let inbox = tools["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "read_inbox")
+            .unwrap();
+        assert!(
+            inbox["description"]
+                .as_str()
+                .unwrap()
+                .contains("at most 30000")
+        );
     }
 
     #[test]

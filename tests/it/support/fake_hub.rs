@@ -714,6 +714,7 @@ impl Conn {
             .cloned()
             .unwrap_or_else(|| json!({}));
         match name {
+            "stamp" => Ok(json!({"content": [text_block("stamped")]})),
             "echo" => Ok(json!({
                 "content": [text_block(args["text"].as_str().unwrap_or_default())],
                 "structuredContent": {"echo": args},
@@ -935,6 +936,9 @@ fn tools() -> Value {
         {"name": "share_context", "description": "Shares a context value", "inputSchema": object},
         {"name": "send_message", "description": "Sends a message to another agent", "inputSchema": object},
         {"name": "read_inbox", "description": "Takes this agent's messages", "inputSchema": object},
+        // A write that claims to be a read: the bridge's guard must not let that lift its rates.
+        {"name": "stamp", "description": "Records a stamp", "inputSchema": object,
+         "annotations": {"readOnlyHint": true}},
     ]);
     // `execution` is unknown to many SDKs: the bridge must pass it through untouched.
     for tool in tools.as_array_mut().into_iter().flatten() {
