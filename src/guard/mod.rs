@@ -342,6 +342,7 @@ impl Guard {
                 oldest,
                 now,
                 "all tools",
+                call.read_only,
             ));
         }
         if let Some(q) = self.per_tool.get_mut(call.tool) {
@@ -354,6 +355,7 @@ impl Guard {
                     oldest,
                     now,
                     call.tool,
+                    call.read_only,
                 ));
             }
         }
@@ -482,8 +484,15 @@ fn rate_refusal(
     oldest: Option<Instant>,
     now: Now,
     what: &str,
+    read: bool,
 ) -> Refusal {
     let resets = oldest.map(|t| (t + MINUTE).saturating_duration_since(now.mono));
+    // A read called this often is someone waiting: say how to wait, not how to batch work.
+    let advice = if read {
+        "To wait for an answer, call it with its waiting argument (read_inbox's wait_ms) instead of more often."
+    } else {
+        "Batch work into fewer calls."
+    };
     refusal(
         AixpStatus::COMMUNICATION,
         limit,
@@ -492,7 +501,7 @@ fn rate_refusal(
         resets,
         format!(
             "aicp-bridge refused this call: {} calls to {what} in the last minute, over the limit of {value} ({limit}). \
-             Slow down: wait {:.0} s before the next call, and batch work into fewer calls.",
+             Slow down: wait {:.0} s before the next call. {advice}",
             count + 1,
             resets.unwrap_or_default().as_secs_f64().ceil()
         ),
@@ -680,6 +689,7 @@ mod tests {
         }
         let r = allow_and_finish(&mut g, clock.at(301.0), &poll).unwrap_err();
         assert_eq!(r.limit, "tool_calls_per_minute");
+        assert!(r.message.contains("wait_ms"), "{}", r.message);
     }
 
     #[test]
