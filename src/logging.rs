@@ -40,6 +40,9 @@ pub fn init(filter: &str, log_file: Option<&Path>, secrets: Vec<String>) -> anyh
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A failed write (the host closed stderr) must not be reported with a
+        // panicking eprintln from inside whatever task was logging.
+        .log_internal_errors(false)
         .with_writer(MakeRedacting { sink, secrets })
         .try_init()
         .map_err(|e| anyhow::anyhow!("logging already set up: {e}"))

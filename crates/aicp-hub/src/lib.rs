@@ -35,6 +35,7 @@ pub(crate) mod session;
 pub mod store;
 pub(crate) mod tools;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,7 +171,11 @@ pub fn run(settings: Settings, auth: Auth, shutdown: CancellationToken) -> anyho
             "--open: NO AUTHENTICATION. Anyone who can reach {} can read and write this hub. Loopback only.",
             settings.listen
         );
-        eprintln!("aicp-hub: WARNING: --open, no authentication (loopback only)");
+        // Not eprintln!: with stderr's reader gone it would panic and take the hub down.
+        let _ = writeln!(
+            std::io::stderr(),
+            "aicp-hub: WARNING: --open, no authentication (loopback only)"
+        );
     }
     let store = SqliteStore::open(&settings.data_dir, settings.store)?;
     info!(data_dir = %settings.data_dir.display(), "store open");

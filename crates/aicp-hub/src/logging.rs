@@ -24,6 +24,10 @@ pub fn init(filter: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A failed write (stderr's reader gone) must not be reported with a
+        // panicking eprintln: the panic would kill whatever task was logging,
+        // the SIGTERM handler included, and the hub would never stop.
+        .log_internal_errors(false)
         .with_writer(|| RedactedStderr)
         .try_init()
         .map_err(|e| anyhow::anyhow!("logging already set up: {e}"))

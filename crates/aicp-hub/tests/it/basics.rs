@@ -679,3 +679,46 @@ async fn a_secret_file_signs_and_checks_tokens() {
             .is_err()
     );
 }
+
+/// A hub whose stderr reader went away (the terminal or the service manager
+/// that started it) still stops on SIGTERM: a failed log write used to panic
+/// the task that logged, the signal handler among them, and the hub kept running.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_a_hub_whose_log_reader_is_gone() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = crate::support::local_hub::hub_command();
+    let _home = crate::support::env::isolate(&mut cmd);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "debug",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("hub"))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut hub = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(hub.stdout.take().unwrap()).lines();
+    let url = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the hub prints its URL");
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    drop(hub.stderr.take()); // nobody reads the logs any more
+    let pid = hub.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), hub.wait())
+        .await
+        .expect("the hub stopped after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
