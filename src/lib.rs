@@ -19,7 +19,6 @@
 //! - [`state`]: the small file each running `serve` keeps for `status`.
 //! - [`logging`]: tracing to stderr or a file, with every known secret redacted.
 //! - [`tls`]: certificate verification for `wss://`.
-//! - [`shutdown`]: SIGTERM and SIGINT into a cancelled token, for `serve`.
 //!
 //! The wire vocabulary shared with the hub (JSON-RPC and AIXP envelopes, error
 //! and status codes, `_meta` keys, redaction) is the `aicp-proto` crate; the
@@ -34,6 +33,5 @@ pub mod guard;
 pub(crate) mod logging;
 pub(crate) mod paths;
 pub(crate) mod relay;
-pub(crate) mod shutdown;
 pub(crate) mod state;
 pub(crate) mod tls;

@@ -13,7 +13,9 @@ use crate::config::{ServeConfig, redact_url};
 use std::sync::Arc;
 
 use crate::relay::{self, host};
-use crate::{logging, paths, shutdown, state, tls};
+use aicp_proto::shutdown;
+
+use crate::{logging, paths, state, tls};
 
 pub fn serve_main(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_default_provider();

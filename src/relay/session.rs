@@ -294,7 +294,7 @@ impl Session {
         if text.trim().is_empty() {
             return;
         }
-        let action = match wire::parse(&text, true) {
+        let action = match wire::parse_host(&text) {
             Err(invalid) => {
                 warn!(error = %invalid, "refused an invalid host message");
                 let id = match &invalid {

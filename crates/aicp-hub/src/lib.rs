@@ -187,7 +187,10 @@ pub fn run(settings: Settings, auth: Auth, shutdown: CancellationToken) -> anyho
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        tokio::spawn(shutdown_on_signal(shutdown.clone()));
+        tokio::spawn(aicp_proto::shutdown::cancel_on_signal(
+            shutdown.clone(),
+            "draining in-flight calls",
+        ));
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             presence: presence::Presence::default(),
@@ -207,30 +210,6 @@ pub fn run(settings: Settings, auth: Auth, shutdown: CancellationToken) -> anyho
     runtime.shutdown_timeout(Duration::from_millis(100));
     info!("aicp-hub stopped");
     result
-}
-
-/// Waits for the first SIGTERM or SIGINT (Ctrl-C elsewhere) and cancels: the hub drains.
-async fn shutdown_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: draining in-flight calls"),
-            _ = int.recv() => info!("SIGINT: draining in-flight calls"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("Ctrl-C: draining in-flight calls");
-    }
-    shutdown.cancel();
 }
 
 async fn purge_loop(shared: Arc<Shared>) {

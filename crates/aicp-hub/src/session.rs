@@ -494,11 +494,17 @@ where
                 return None;
             }
         };
+        // The envelope parse skipped over params; decoding them is the one full pass.
         let params: Value = match params.map(|p| serde_json::from_str(p.get())) {
             None => json!({}),
             Some(Ok(p)) => p,
-            // The whole message decoded, so its params do too.
-            Some(Err(_)) => Value::Null,
+            Some(Err(e)) => {
+                if let Some(id) = &id {
+                    let e = rpc::err(codes::PARSE_ERROR, format!("parse error in params: {e}"));
+                    self.reject(&id.to_value(), &e).await;
+                }
+                return None;
+            }
         };
         let method = method.as_ref();
         let params = &params;

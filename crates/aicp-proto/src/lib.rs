@@ -1,14 +1,18 @@
 //! aicp-proto: the vocabulary the bridge (`aicp-bridge`) and the hub
-//! (`aicp-hub`) share. Both depend on it; it depends on neither. No I/O.
+//! (`aicp-hub`) share. Both depend on it; it depends on neither. No I/O,
+//! except the signal handler behind the `signals` feature.
 //!
 //! - [`wire`]: the JSON-RPC 2.0 envelope, classified without parsing payloads.
 //! - [`codes`]: every JSON-RPC error code either end writes.
 //! - [`aixp`]: the AIXP envelope, its status codes and the next-hop rule.
 //! - [`meta`]: `_meta` keys and the WebSocket subprotocol.
 //! - [`redact`]: what neither end may write to a log.
+//! - `shutdown` (feature `signals`): SIGTERM and SIGINT into a cancelled token.
 
 pub mod aixp;
 pub mod codes;
 pub mod meta;
 pub mod redact;
+#[cfg(feature = "signals")]
+pub mod shutdown;
 pub mod wire;

@@ -69,6 +69,16 @@ async fn malformed_input_gets_errors_with_ids_and_every_connection_lives_on() {
         "{r}"
     );
 
+    // Params the hub cannot decode (a number beyond f64): a parse error that keeps the id.
+    bad.send_text(r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"n":1e400}}"#)
+        .await;
+    let r = bad.recv().await;
+    assert_eq!(
+        (r["error"]["code"].as_i64(), &r["id"]),
+        (Some(-32700), &json!(8)),
+        "{r}"
+    );
+
     bad.send_text(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#)
         .await;
     assert_eq!(bad.recv().await["error"]["code"], -32600);

@@ -1,6 +1,7 @@
 //! Turning SIGTERM and SIGINT (Ctrl-C on Windows) into a cancelled
-//! [`CancellationToken`], for `serve` and `hub`: each passes the token down and
-//! every loop that must stop has a shutdown arm.
+//! [`CancellationToken`], for both programs (`aicp-bridge serve`, `aicp-hub`):
+//! each passes the token down and every loop that must stop has a shutdown arm.
+//! Behind the `signals` feature, so the vocabulary alone pulls in no runtime.
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
