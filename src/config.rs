@@ -51,6 +51,10 @@ pub struct HubConfig {
     pub connect_timeout: Duration,
     pub keepalive: Duration,
     pub max_backoff: Duration,
+    /// The profile's declared capabilities. One-shot commands (`share`,
+    /// `call`, `status`, `tools`) declare them too, so connecting for a
+    /// moment never tells the hub this user has none.
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -261,6 +265,7 @@ impl Resolved {
             connect_timeout: tuning.connect_timeout,
             keepalive: tuning.keepalive,
             max_backoff: tuning.max_backoff,
+            capabilities: self.profile.capabilities.clone(),
         })
     }
 }

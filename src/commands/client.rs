@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use aicp_proto::aixp::AixpStatus;
+use aicp_proto::meta::AGENT_META_KEY;
 
 use crate::config::HubConfig;
 use crate::relay::upstream::{self, HubError, Ws};
@@ -70,11 +71,16 @@ impl HubClient {
             server: Value::Null,
             rtt: Duration::ZERO,
         };
-        let params = json!({
+        let mut params = json!({
             "protocolVersion": rmcp::model::ProtocolVersion::LATEST_WITH_INITIALIZE,
             "capabilities": {},
             "clientInfo": { "name": "aicp-bridge-cli", "version": env!("CARGO_PKG_VERSION") },
         });
+        // The profile's capabilities, as `serve` declares them; with none
+        // configured nothing is declared, and the hub keeps what it knew.
+        if !cfg.capabilities.is_empty() {
+            params["_meta"] = json!({ AGENT_META_KEY: { "capabilities": cfg.capabilities } });
+        }
         let started = Instant::now();
         client.server = client.request("initialize", params).await?;
         client.rtt = started.elapsed();

@@ -81,13 +81,13 @@ pub fn refusal_result(id: &Id, refusal: &Refusal) -> String {
 
 /// Looks at a `tools/call` result for messages a hub delivered
 /// (`structuredContent.messages[*].aixp`): `learn` is called with each live
-/// envelope; expired messages are removed, from `structuredContent` and from
+/// envelope and its message's `from` and `text` (empty when absent); expired messages are removed, from `structuredContent` and from
 /// any text block that holds the same JSON. Returns the new result only if
 /// something was removed.
 pub fn screen_delivered(
     result: &str,
     now: Now,
-    mut learn: impl FnMut(&Envelope),
+    mut learn: impl FnMut(&Envelope, &str, &str),
 ) -> Option<String> {
     // Cheap test first: most results carry no envelopes at all.
     if !result.contains("\"aixp\"") {
@@ -106,7 +106,8 @@ pub fn screen_delivered(
             return true;
         };
         if Guard::is_live(&envelope, now) {
-            learn(&envelope);
+            let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default();
+            learn(&envelope, field("from"), field("text"));
             true
         } else {
             expired.push(m.get("id").cloned().unwrap_or(Value::Null));
@@ -145,6 +146,7 @@ mod tests {
             version: AIXP_VERSION.into(),
             id: id.into(),
             hops,
+            turns: 0,
             origin: "o".into(),
             expires_at,
         }
@@ -211,11 +213,11 @@ mod tests {
             "structuredContent": inner,
         });
         let mut learnt = Vec::new();
-        let fixed = screen_delivered(&result.to_string(), now, |e| {
-            learnt.push((e.id.clone(), e.hops))
+        let fixed = screen_delivered(&result.to_string(), now, |e, _, text| {
+            learnt.push((e.id.clone(), e.hops, text.to_owned()))
         })
         .unwrap();
-        assert_eq!(learnt, [("m1".to_owned(), 3)]);
+        assert_eq!(learnt, [("m1".to_owned(), 3, "hi".to_owned())]);
         let v: Value = serde_json::from_str(&fixed).unwrap();
         assert_eq!(
             v["structuredContent"]["messages"].as_array().unwrap().len(),
@@ -226,7 +228,7 @@ mod tests {
         assert_eq!(text["messages"].as_array().unwrap().len(), 1);
         // Nothing expired: no rewrite, but still learnt.
         let only_live = json!({"structuredContent": {"messages": [{"id": "m1", "aixp": envelope("m1", 3, 2000)}]}});
-        assert!(screen_delivered(&only_live.to_string(), now, |_| {}).is_none());
-        assert!(screen_delivered(r#"{"content":[]}"#, now, |_| panic!()).is_none());
+        assert!(screen_delivered(&only_live.to_string(), now, |_, _, _| {}).is_none());
+        assert!(screen_delivered(r#"{"content":[]}"#, now, |_, _, _| panic!()).is_none());
     }
 }

@@ -15,6 +15,12 @@ pub struct Limits {
     /// longer than a handful of handoffs is almost always two agents passing
     /// a task back and forth; 8 still allows a relay through several agents and back.
     pub max_hops: u32,
+    /// Direct replies in one conversation (a reply to whoever wrote the
+    /// message answered is a turn, not a hop). A working thread between two
+    /// people runs to dozens of turns; two agents answering each other
+    /// without end reach 100 and stop. A reply that only acknowledges an
+    /// acknowledgement is refused whatever the count.
+    pub max_turns: u32,
     /// Seconds a call stays valid. A call queued longer than this (during a
     /// reconnect) is stale: the model has moved on, so it is dropped, never sent late.
     #[serde(with = "secs")]
@@ -56,6 +62,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_hops: 8,
+            max_turns: 100,
             call_ttl: Duration::from_secs(300),
             repeat_limit: 5,
             repeat_reads: 0,

@@ -15,6 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use aicp_proto::aixp::{AixpStatus, Envelope, Incoming};
+use aicp_proto::conversation;
 
 pub mod envelope;
 pub mod limits;
@@ -50,6 +51,11 @@ pub struct Call<'a> {
     pub incoming: Incoming,
     /// Ids of messages this call answers or forwards (`reply_to` and the like).
     pub refers_to: Vec<String>,
+    /// The recipient the call names (`to`), if any: a reply to whoever wrote
+    /// the answered message is a conversation turn, not a handoff.
+    pub to: Option<&'a str>,
+    /// The text the call sends (`text`), if any.
+    pub text: Option<&'a str>,
     /// The hub declared the tool read-only (`readOnlyHint` in its `tools/list`):
     /// repeats are then held to `repeat_reads`, not `repeat_limit`. Rates still apply.
     pub read_only: bool,
@@ -123,6 +129,16 @@ pub struct Stats {
 /// How many delivered-message ids the guard remembers to continue their hop counts.
 const KNOWN_MESSAGES: usize = 4096;
 
+/// What the guard keeps of a message the hub delivered to this user.
+#[derive(Debug, Clone)]
+struct Delivered {
+    hops: u32,
+    turns: u32,
+    from: String,
+    /// The text was only thanks or an acknowledgement ([`conversation::is_courtesy`]).
+    courtesy: bool,
+}
+
 pub struct Guard {
     limits: Limits,
     /// This bridge instance, the origin of the envelopes it starts.
@@ -138,8 +154,8 @@ pub struct Guard {
     per_tool: HashMap<String, VecDeque<Instant>>,
     in_flight: u32,
     breaker: Breaker,
-    /// Hop counts of messages delivered to this user, oldest first for eviction.
-    known: HashMap<String, u32>,
+    /// Messages delivered to this user, by id; `known_order` oldest first for eviction.
+    known: HashMap<String, Delivered>,
     known_order: VecDeque<String>,
     stats: Stats,
 }
@@ -204,10 +220,52 @@ impl Guard {
             .refers_to
             .iter()
             .filter_map(|id| self.known.get(id))
-            .copied()
-            .max();
-        let hops = answered.map_or(next.hops, |a| a.max(next.hops));
-        if hops > limits.max_hops {
+            .max_by_key(|m| m.hops);
+        let hops = answered.map_or(next.hops, |a| a.hops.max(next.hops));
+        // A reply to whoever wrote is a turn of a conversation; anything else hands work on.
+        let turn = answered.filter(|m| {
+            call.to
+                .is_some_and(|to| to.trim().to_lowercase() == m.from.trim().to_lowercase())
+        });
+        let turns = turn.map_or(0, |m| m.turns);
+        if let Some(m) = turn {
+            // A hub that does not count turns stores every reply one hop
+            // further; the hops past max_hops then count as turns, so such a
+            // conversation still ends.
+            let turns = turns.max(hops.saturating_sub(limits.max_hops));
+            if m.courtesy && call.text.is_some_and(conversation::is_courtesy) {
+                return Err(refusal(
+                    AixpStatus::COMMUNICATION,
+                    "courtesy",
+                    1.0,
+                    2.0,
+                    None,
+                    format!(
+                        "aicp-bridge did not send this: the message from {} you are answering only acknowledges, \
+                         and so does your reply. The conversation has ended; an acknowledgement needs no answer. \
+                         Go on with your task or report to the user.",
+                        m.from
+                    ),
+                ));
+            }
+            if turns >= limits.max_turns {
+                return Err(refusal(
+                    AixpStatus::COMMUNICATION,
+                    "max_turns",
+                    limits.max_turns as f64,
+                    (turns + 1) as f64,
+                    None,
+                    format!(
+                        "aicp-bridge refused this reply: you and {} have answered each other {} times in this \
+                         conversation, over the limit of {} (max_turns). Stop replying in this thread; tell the \
+                         user what was agreed and what is still open.",
+                        m.from,
+                        turns + 1,
+                        limits.max_turns
+                    ),
+                ));
+            }
+        } else if hops > limits.max_hops {
             return Err(refusal(
                 AixpStatus::COMMUNICATION,
                 "max_hops",
@@ -364,6 +422,7 @@ impl Guard {
         Ok(Envelope {
             id: format!("{}-{}", self.origin, self.next_seq),
             hops,
+            turns,
             ..next
         })
     }
@@ -426,14 +485,17 @@ impl Guard {
         envelope.expires_at > now.wall_ms
     }
 
-    /// Remembers the hop count of a message the hub delivered to this user,
-    /// so that an answer to it continues the count.
-    pub fn learn(&mut self, envelope: &Envelope) {
-        if self
-            .known
-            .insert(envelope.id.clone(), envelope.hops)
-            .is_none()
-        {
+    /// Remembers a message the hub delivered to this user (its counts, its
+    /// sender, whether it only acknowledged), so that an answer to it continues
+    /// its count as a turn or a hop.
+    pub fn learn(&mut self, envelope: &Envelope, from: &str, text: &str) {
+        let delivered = Delivered {
+            hops: envelope.hops,
+            turns: envelope.turns,
+            from: from.to_owned(),
+            courtesy: conversation::is_courtesy(text),
+        };
+        if self.known.insert(envelope.id.clone(), delivered).is_none() {
             self.known_order.push_back(envelope.id.clone());
             if self.known_order.len() > KNOWN_MESSAGES
                 && let Some(old) = self.known_order.pop_front()
@@ -577,7 +639,20 @@ mod tests {
             fingerprint: fingerprint(tool, Some(&serde_json::json!({ "n": n }))),
             incoming: Incoming::default(),
             refers_to: vec![],
+            to: None,
+            text: None,
             read_only: false,
+        }
+    }
+
+    fn delivered(id: &str, hops: u32, turns: u32, expires_at: u64) -> Envelope {
+        Envelope {
+            version: AIXP_VERSION.into(),
+            id: id.into(),
+            hops,
+            turns,
+            origin: "bridge-b".into(),
+            expires_at,
         }
     }
 
@@ -795,13 +870,11 @@ mod tests {
         );
         assert_eq!(env.expires_at, now.wall_ms + 300_000);
         // An answer to a delivered message continues its count.
-        g.learn(&Envelope {
-            version: AIXP_VERSION.into(),
-            id: "m-7".into(),
-            hops: 3,
-            origin: "bridge-b".into(),
-            expires_at: now.wall_ms + 1000,
-        });
+        g.learn(
+            &delivered("m-7", 3, 0, now.wall_ms + 1000),
+            "bob",
+            "please review",
+        );
         let mut answer = call("send_message", 2);
         answer.refers_to = vec!["unknown".into(), "m-7".into()];
         assert_eq!(
@@ -809,13 +882,11 @@ mod tests {
             3,
             "exactly at the limit"
         );
-        g.learn(&Envelope {
-            version: AIXP_VERSION.into(),
-            id: "m-8".into(),
-            hops: 4,
-            origin: "bridge-b".into(),
-            expires_at: now.wall_ms + 1000,
-        });
+        g.learn(
+            &delivered("m-8", 4, 0, now.wall_ms + 1000),
+            "bob",
+            "please review",
+        );
         answer.refers_to = vec!["m-8".into()];
         let r = allow_and_finish(&mut g, now, &answer).unwrap_err();
         assert_eq!((r.limit, r.limit_value, r.current), ("max_hops", 3.0, 4.0));
@@ -825,6 +896,7 @@ mod tests {
         relayed.incoming = Incoming {
             id: Some("x".into()),
             hops: Some(2),
+            turns: None,
             origin: Some("bridge-c".into()),
             expires_at: Some(now.wall_ms + 5000),
         };
@@ -836,6 +908,64 @@ mod tests {
     }
 
     #[test]
+    fn replies_to_the_writer_are_turns_bounded_by_max_turns_and_courtesy_ends_them() {
+        let clock = Clock::new();
+        let now = clock.at(0.0);
+        let mut g = guard(Limits {
+            max_hops: 2,
+            max_turns: 4,
+            ..unlimited()
+        });
+        // Handed on three times already, one over max_hops: only a reply to whoever wrote may go.
+        g.learn(
+            &delivered("q", 3, 3, now.wall_ms + 1000),
+            "Alice",
+            "Can you check the build?",
+        );
+        let mut reply = call("send_message", 1);
+        reply.refers_to = vec!["q".into()];
+        reply.to = Some("alice ");
+        reply.text = Some("It is green now.");
+        // Back to whoever wrote: a turn, same hops, the count of turns carried on.
+        let env = allow_and_finish(&mut g, now, &reply).unwrap();
+        assert_eq!((env.hops, env.turns), (3, 3));
+        // The same reply to a third party hands the work on: one hop over the limit.
+        reply.to = Some("carol");
+        assert_eq!(g.check(now, &reply).unwrap_err().limit, "max_hops");
+        // The fifth turn is over max_turns.
+        g.learn(
+            &delivered("q4", 2, 4, now.wall_ms + 1000),
+            "alice",
+            "And the docs?",
+        );
+        reply.refers_to = vec!["q4".into()];
+        reply.to = Some("alice");
+        let r = g.check(now, &reply).unwrap_err();
+        assert_eq!((r.limit, r.limit_value, r.current), ("max_turns", 4.0, 5.0));
+        assert!(
+            r.message.contains("alice") && r.message.contains("Stop replying"),
+            "{}",
+            r.message
+        );
+        // Thanks for thanks is refused however young the conversation; thanks for content is not.
+        g.learn(
+            &delivered("t", 0, 1, now.wall_ms + 1000),
+            "alice",
+            "Thanks a lot!",
+        );
+        reply.refers_to = vec!["t".into()];
+        reply.text = Some("You're welcome!");
+        let r = g.check(now, &reply).unwrap_err();
+        assert_eq!(r.limit, "courtesy");
+        assert!(r.message.contains("needs no answer"), "{}", r.message);
+        reply.text = Some("You're welcome. One more thing: the release is on Friday.");
+        assert!(g.check(now, &reply).is_ok());
+        reply.refers_to = vec!["q".into()];
+        reply.text = Some("thanks!");
+        assert!(g.check(now, &reply).is_ok(), "a first thanks is fine");
+    }
+
+    #[test]
     fn expired_incoming_envelope_is_refused() {
         let clock = Clock::new();
         let now = clock.at(10.0);
@@ -844,17 +974,12 @@ mod tests {
         c.incoming = Incoming {
             id: Some("x".into()),
             hops: Some(0),
+            turns: None,
             origin: Some("o".into()),
             expires_at: Some(now.wall_ms),
         };
         assert_eq!(g.check(now, &c).unwrap_err().limit, "call_ttl");
-        let env = Envelope {
-            version: AIXP_VERSION.into(),
-            id: "x".into(),
-            hops: 0,
-            origin: "o".into(),
-            expires_at: now.wall_ms + 1,
-        };
+        let env = delivered("x", 0, 0, now.wall_ms + 1);
         assert!(Guard::is_live(&env, now));
         assert!(!Guard::is_live(&env, clock.at(10.001)));
     }

@@ -454,6 +454,8 @@ impl Session {
             fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
             incoming: call.incoming.clone(),
             refers_to: guard::referenced_messages(call.arguments.as_ref()),
+            to: call.arguments.as_ref().and_then(|a| a["to"].as_str()),
+            text: call.arguments.as_ref().and_then(|a| a["text"].as_str()),
             // Unknown tools count as writes: only what the hub declared read-only is one.
             read_only: self
                 .read_only_tools
@@ -685,7 +687,9 @@ impl Session {
                     } else if pending.guarded {
                         let guard = &mut self.guard;
                         if let Some(screened) =
-                            envelope::screen_delivered(&result, Now::current(), |e| guard.learn(e))
+                            envelope::screen_delivered(&result, Now::current(), |e, from, text| {
+                                guard.learn(e, from, text)
+                            })
                         {
                             out = wire::response(&id, &screened);
                         }

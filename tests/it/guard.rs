@@ -109,78 +109,110 @@ async fn every_call_carries_an_envelope_and_a_carried_one_continues() {
     assert_eq!(env["expiresAt"], now_ms + 60_000);
 }
 
-/// Alice sends Bob a message; then each in turn reads their inbox and answers
-/// the message they got (`reply_to`), until a bridge refuses. Returns the turn
-/// that was refused and the refusal. `cursor`: read with the local hub's
-/// `since` cursor (and a long poll) instead of the test hub's draining read.
-async fn hand_back_and_forth(alice: &mut Bridge, bob: &mut Bridge, cursor: bool) -> (usize, Value) {
-    let r = alice
+/// Work passed round a ring of assistants: the first sends the second a
+/// message; then each in turn reads its inbox and sends what it got on to the
+/// next in the ring, naming the message it answers (`reply_to`), until a
+/// bridge refuses. With two players the next is whoever wrote: a conversation.
+/// With three, each message goes to someone new: a chain of handoffs. Returns
+/// the number of the refused reply (1 = the first answer) and the refusal.
+/// `wait`: read with the local hub's long poll (it marks what it returns as
+/// read) instead of the test hub's draining read.
+async fn pass_around(players: &mut [Bridge], names: &[&str], wait: bool) -> (usize, Value) {
+    let n = players.len();
+    let r = players[0]
         .call_tool(
             "start",
             "send_message",
-            json!({"to": "bob", "text": "please review"}),
+            json!({"to": names[1], "text": "please review the release plan"}),
         )
         .await;
     assert_ne!(r["result"]["isError"], true, "{r}");
-    let mut since = [0u64, 0u64];
-    let mut players = [(bob, "bob", "alice"), (alice, "alice", "bob")];
-    let mut turn = 0usize;
+    let mut reply = 0usize;
     loop {
-        let who = turn % 2;
-        let (me, name, other) = &mut players[who];
-        turn += 1;
-        let args = if cursor {
-            json!({"since": since[who], "wait_ms": 5000})
+        reply += 1;
+        let me = reply % n;
+        let next = names[(me + 1) % n];
+        let args = if wait {
+            json!({"wait_ms": 5000})
         } else {
             json!({})
         };
-        let inbox = me
-            .call_tool(format!("read-{turn}"), "read_inbox", args)
+        let inbox = players[me]
+            .call_tool(format!("read-{reply}"), "read_inbox", args)
             .await;
         let sc = &inbox["result"]["structuredContent"];
-        since[who] = sc["next_since"].as_u64().unwrap_or(0);
         let messages = sc["messages"]
             .as_array()
             .unwrap_or_else(|| panic!("{inbox}"));
-        assert_eq!(messages.len(), 1, "{name} has one message: {inbox}");
+        assert_eq!(messages.len(), 1, "{} has one message: {inbox}", names[me]);
         let m = &messages[0];
-        println!("{name} got {} (hops {})", m["id"], m["aixp"]["hops"]);
-        let reply = me
+        println!(
+            "{} got {} (hops {}, turns {})",
+            names[me], m["id"], m["aixp"]["hops"], m["aixp"]["turns"]
+        );
+        let sent = players[me]
             .call_tool(
-                format!("send-{turn}"),
+                format!("send-{reply}"),
                 "send_message",
-                json!({"to": other, "text": format!("back to you #{turn}"), "reply_to": m["id"]}),
+                json!({"to": next, "text": format!("point #{reply}: the changelog misses item {reply}"), "reply_to": m["id"]}),
             )
             .await;
-        if reply["result"]["isError"] == true {
-            return (turn, reply);
+        if sent["result"]["isError"] == true {
+            return (reply, sent);
         }
-        assert!(turn < 10, "the loop was never stopped");
+        assert!(reply < 12, "the loop was never stopped");
     }
 }
 
-/// Two assistants that keep handing a task back: stopped at max_hops.
+/// Three assistants that keep handing a task on: stopped at max_hops.
 #[tokio::test]
-async fn two_bridges_playing_ping_pong_stop_at_max_hops() {
+async fn three_bridges_handing_work_round_stop_at_max_hops() {
     let hub = FakeHub::start(FakeHubOptions::default()).await;
     let limits = ["--limit", "max_hops=4"];
-    let mut alice = Bridge::serve(&hub.url(), &limits);
-    let mut bob = Bridge::serve(&hub.url(), &limits);
-    alice.initialize_as("2025-06-18", "alice").await;
-    bob.initialize_as("2025-06-18", "bob").await;
-
-    let (turn, refused) = hand_back_and_forth(&mut alice, &mut bob, false).await;
+    let names = ["alice", "bob", "carol"];
+    let mut players: Vec<Bridge> = names
+        .iter()
+        .map(|_| Bridge::serve(&hub.url(), &limits))
+        .collect();
+    for (p, name) in players.iter_mut().zip(names) {
+        p.initialize_as("2025-06-18", name).await;
+    }
+    let (reply, refused) = pass_around(&mut players, &names, false).await;
     let detail = refusal_of(&refused);
     println!(
-        "refused on turn {turn}: {}",
+        "refused reply {reply}: {}",
         refused["result"]["content"][0]["text"]
     );
     assert_eq!(detail["limit"], "max_hops");
     assert_eq!(detail["limitValue"], 4.0);
     assert_eq!(detail["current"], 5.0, "the fifth handoff is one over");
     assert_eq!(
-        turn, 5,
-        "messages with hops 1..=4 were answered; the answer to hops 5 was refused"
+        reply, 5,
+        "messages with hops 1..=4 were passed on; passing on hops 5 was refused"
+    );
+}
+
+/// Two assistants answering each other through a hub that counts every reply
+/// as a hop (it knows nothing of turns): the bridge counts the hops past
+/// max_hops as turns, so the conversation still ends.
+#[tokio::test]
+async fn a_hub_that_does_not_count_turns_cannot_keep_a_conversation_going() {
+    let hub = FakeHub::start(FakeHubOptions::default()).await;
+    let limits = ["--limit", "max_hops=2", "--limit", "max_turns=3"];
+    let names = ["alice", "bob"];
+    let mut players: Vec<Bridge> = names
+        .iter()
+        .map(|_| Bridge::serve(&hub.url(), &limits))
+        .collect();
+    for (p, name) in players.iter_mut().zip(names) {
+        p.initialize_as("2025-06-18", name).await;
+    }
+    let (reply, refused) = pass_around(&mut players, &names, false).await;
+    let detail = refusal_of(&refused);
+    assert_eq!(detail["limit"], "max_turns", "{refused}");
+    assert_eq!(
+        reply, 6,
+        "hops 3, 4 and 5 counted as turns 1..=3; the answer to hops 6 is the fourth"
     );
 }
 
@@ -351,28 +383,52 @@ async fn a_bad_limit_is_refused_at_startup_naming_the_keys() {
     );
 }
 
-/// The same loop through the real local hub (`aicp-bridge hub`): two users
-/// with their own tokens, each behind a bridge, answering each other's
-/// messages until the bridge refuses at max_hops.
+/// Through the real local hub (`aicp-bridge hub`), users with their own
+/// tokens, each behind a bridge with the default limits but one: two who
+/// answer each other are a conversation, ended at max_turns however low
+/// max_hops is; three who pass the work on are handoffs, ended at max_hops.
 #[tokio::test]
-async fn two_bridges_through_the_local_hub_stop_at_max_hops() {
+async fn through_the_local_hub_conversations_end_at_max_turns_and_handoffs_at_max_hops() {
     let hub = crate::support::local_hub::LocalHub::start(&[]).await;
-    let limits = ["--limit", "max_hops=3"];
-    let alice_token = hub.token("alice", "share,read,message");
-    let bob_token = hub.token("bob", "share,read,message");
-    let mut alice = Bridge::serve_env(hub.url(), &limits, &[("AICP_TOKEN", &alice_token)]);
-    let mut bob = Bridge::serve_env(hub.url(), &limits, &[("AICP_TOKEN", &bob_token)]);
-    alice.initialize("2025-11-25").await;
-    bob.initialize("2025-11-25").await;
+    let start = |names: &[&str], limits: &[&str]| -> Vec<Bridge> {
+        names
+            .iter()
+            .map(|n| {
+                let token = hub.token(n, "share,read,message");
+                Bridge::serve_env(hub.url(), limits, &[("AICP_TOKEN", &token)])
+            })
+            .collect()
+    };
+    let pair = ["alice", "bob"];
+    let mut players = start(&pair, &["--limit", "max_turns=4", "--limit", "max_hops=1"]);
+    for p in &mut players {
+        p.initialize("2025-11-25").await;
+    }
+    let (reply, refused) = pass_around(&mut players, &pair, true).await;
+    let detail = refusal_of(&refused);
+    println!(
+        "refused reply {reply}: {}",
+        refused["result"]["content"][0]["text"]
+    );
+    assert_eq!(
+        (detail["limit"].as_str(), detail["current"].as_u64()),
+        (Some("max_turns"), Some(5))
+    );
+    assert_eq!(reply, 5, "four answers passed; the fifth is over max_turns");
 
-    let (turn, refused) = hand_back_and_forth(&mut alice, &mut bob, true).await;
+    let ring = ["carol", "dave", "erin"];
+    let mut players = start(&ring, &["--limit", "max_hops=3"]);
+    for p in &mut players {
+        p.initialize("2025-11-25").await;
+    }
+    let (reply, refused) = pass_around(&mut players, &ring, true).await;
     let detail = refusal_of(&refused);
     assert_eq!(
         (detail["limit"].as_str(), detail["current"].as_u64()),
         (Some("max_hops"), Some(4))
     );
     assert_eq!(
-        turn, 4,
-        "answers to hops 1..=3 passed; the answer to hops 4 was refused by the bridge"
+        reply, 4,
+        "passing on hops 1..=3 went through; passing on hops 4 was refused by the bridge"
     );
 }

@@ -116,7 +116,7 @@ async def main_phase(bridge, url, token_alice, token_bob, bad_token):
         check(sc.get("status") == "delivered", "bob answers with send_message (reply_to)")
         r, sc = await tool(alice, "read_inbox", {"wait_ms": 2000})
         m = sc["messages"][0]
-        check(m["text"] == "Reviewed: ship it" and m["reply_to"] == routed_id and m["aixp"]["hops"] == 2, "alice reads bob's reply, one hop further")
+        check(m["text"] == "Reviewed: ship it" and m["reply_to"] == routed_id and m["aixp"]["hops"] == 1 and m["aixp"].get("turns") == 1, "alice reads bob's reply: a turn of their conversation, not a hop")
 
         r, sc = await tool(bob, "share_context", {"context_key": "review", "context_value": {"verdict": "approve"}})
         body = await alice.read_resource("aicp://shared-state")

@@ -69,6 +69,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IDENTITY: usize = 16;
 pub const DEFAULT_MESSAGE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default cap on hops: a message that would travel further is refused.
 pub const DEFAULT_MAX_HOPS: u32 = 16;
+/// Turns one conversation may run to: a long working thread between two
+/// people fits; two agents answering each other without end do not.
+pub const DEFAULT_MAX_TURNS: u32 = 100;
 /// How long shutdown waits for in-flight calls before closing connections anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired messages are purged from the store.
@@ -86,6 +89,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub message_ttl_ms: u64,
     pub max_hops: u32,
+    /// Direct replies one conversation may run to (`--max-turns`).
+    pub max_turns: u32,
     pub store: StoreLimits,
     /// Ping interval; None (`--keepalive 0`) sends no pings and drops nobody for silence.
     pub keepalive: Option<Duration>,

@@ -57,13 +57,18 @@ struct HubArgs {
     #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
 
-    /// How long an unread message is kept, in seconds.
+    /// How long a message is kept, read or not, in seconds (a call's own
+    /// time-to-live never shortens it).
     #[arg(long, value_name = "SECONDS", default_value_t = aicp_hub::DEFAULT_MESSAGE_TTL.as_secs())]
     message_ttl: u64,
 
     /// Most hops a message may travel between agents (AIXP); further delivery is refused.
     #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_MAX_HOPS)]
     max_hops: u32,
+
+    /// Most direct replies in one conversation between two agents; the next is refused.
+    #[arg(long, value_name = "N", default_value_t = aicp_hub::DEFAULT_MAX_TURNS)]
+    max_turns: u32,
 
     /// Largest shared-context value, in bytes of JSON.
     #[arg(long, value_name = "BYTES", default_value_t = aicp_hub::store::StoreLimits::default().max_value_bytes)]
@@ -229,6 +234,7 @@ fn settings(args: &HubArgs) -> anyhow::Result<Settings> {
         max_connections: args.max_connections.max(1),
         message_ttl_ms: args.message_ttl.saturating_mul(1000).max(1000),
         max_hops: args.max_hops,
+        max_turns: args.max_turns,
         store: StoreLimits {
             max_value_bytes: args.max_value_bytes,
             max_keys: args.max_keys,

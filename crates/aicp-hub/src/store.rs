@@ -243,7 +243,8 @@ CREATE TABLE IF NOT EXISTS shared_state (
 CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
   recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
-  hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
+  hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL,
+  turns INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
 DROP INDEX IF EXISTS messages_sender;
@@ -331,6 +332,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The schema first: the size limit is for what clients write, not for the tables.
         conn.execute_batch(SCHEMA)?;
+        add_column_if_missing(&conn, "messages", "turns", "INTEGER NOT NULL DEFAULT 0")?;
         conn.execute_batch(&format!("BEGIN; {RECOUNT_USAGE} COMMIT;"))?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let max_pages =
@@ -396,6 +398,27 @@ fn create_private_files(db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Adds a column a store written by an older hub lacks (`CREATE TABLE IF NOT
+/// EXISTS` leaves an existing table as it was).
+fn add_column_if_missing(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> rusqlite::Result<()> {
+    let exists: bool = conn.query_row(
+        &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+        ))?;
+    }
+    Ok(())
+}
+
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let id: String = r.get(1)?;
     Ok(Message {
@@ -409,6 +432,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             version: aicp_proto::aixp::AIXP_VERSION.into(),
             id: id.clone(),
             hops: r.get(7)?,
+            turns: r.get(10)?,
             origin: r.get(8)?,
             expires_at: r.get::<_, i64>(9)? as u64,
         },
@@ -422,7 +446,7 @@ pub fn message_json_bytes(m: &Message) -> usize {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at";
+    "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns";
 
 impl Store for SqliteStore {
     fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -550,9 +574,9 @@ impl Store for SqliteStore {
             });
         }
         tx.execute(
-            "INSERT INTO messages (id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![m.id, m.from, m.to, m.text, m.reply_to, m.created_at as i64, m.aixp.hops, m.aixp.origin, m.aixp.expires_at as i64],
+            "INSERT INTO messages (id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![m.id, m.from, m.to, m.text, m.reply_to, m.created_at as i64, m.aixp.hops, m.aixp.origin, m.aixp.expires_at as i64, m.aixp.turns],
         )
         .map_err(|e| self.write_err(e))?;
         let seq = tx.last_insert_rowid() as u64;
@@ -757,6 +781,7 @@ mod tests {
                 version: "aixp/1".into(),
                 id: id.into(),
                 hops: 1,
+                turns: 0,
                 origin: "alice".into(),
                 expires_at: expires,
             },

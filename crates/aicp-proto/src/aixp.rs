@@ -1,8 +1,13 @@
 //! AIXP on the wire, for both ends: the envelope every relayed call and
-//! delivered message carries (`_meta["aicp/aixp"]`: id, hop count, origin,
-//! expiry), the status codes that classify failures, and the one rule for the
-//! next hop. The bridge's loop guard decides with it; the hub stamps stored
-//! messages with it. Pure: time is passed in.
+//! delivered message carries (`_meta["aicp/aixp"]`: id, hop count,
+//! conversation turns, origin, expiry), the status codes that classify
+//! failures, and the one rule for the next step. The bridge's loop guard
+//! decides with it; the hub stamps stored messages with it. Pure: time is passed in.
+//!
+//! Two counts, because two things repeat. A **hop** is a handoff of a piece of
+//! work: a new message, a forward, a reply to someone other than the person
+//! who wrote. A **turn** is a direct reply to the person who wrote: a
+//! conversation, which may go on much longer than a chain of handoffs.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,9 +62,16 @@ pub struct Envelope {
     pub version: String,
     pub id: String,
     pub hops: u32,
+    /// Direct replies in a row between the same two agents (0 for a handoff).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub turns: u32,
     pub origin: String,
     /// Unix milliseconds after which the message must not be delivered or acted on.
     pub expires_at: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An envelope as a request carries it, every field optional (a host calling
@@ -68,6 +80,7 @@ pub struct Envelope {
 pub struct Incoming {
     pub id: Option<String>,
     pub hops: Option<u32>,
+    pub turns: Option<u32>,
     pub origin: Option<String>,
     pub expires_at: Option<u64>,
 }
@@ -85,6 +98,10 @@ impl Incoming {
                 .get("hops")
                 .and_then(Value::as_u64)
                 .map(|h| h.min(u64::from(u32::MAX)) as u32),
+            turns: env
+                .get("turns")
+                .and_then(Value::as_u64)
+                .map(|t| t.min(u64::from(u32::MAX)) as u32),
             origin: env.get("origin").and_then(Value::as_str).map(str::to_owned),
             expires_at: env.get("expiresAt").and_then(Value::as_u64),
         }
@@ -100,50 +117,129 @@ impl Incoming {
             version: AIXP_VERSION.into(),
             id,
             hops: self.hops.map_or(0, |h| h.saturating_add(1)),
+            turns: 0,
             origin: self.origin.clone().unwrap_or_else(|| sender.to_owned()),
             expires_at: self.expires_at.map_or(own_expiry, |e| e.min(own_expiry)),
         }
     }
 }
 
+/// How a new message continues the one it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Work handed on: a new chain, a forward, a reply to a third party. One hop more.
+    Handoff,
+    /// A direct reply to the person who wrote the answered message: the same
+    /// hop count, one conversation turn more.
+    Turn,
+}
+
+/// Whether a reply from `sender` to `to`, answering a message `parent_from`
+/// sent to `parent_to`, is a conversation turn: it goes back to whoever wrote
+/// the answered message, from whoever received it. Names compare as the hub
+/// resolves them: trimmed, case-insensitively.
+pub fn step_of(parent_from: &str, parent_to: &str, sender: &str, to: &str) -> Step {
+    let same = |a: &str, b: &str| a.trim().to_lowercase() == b.trim().to_lowercase();
+    if same(parent_from, to) && same(parent_to, sender) {
+        Step::Turn
+    } else {
+        Step::Handoff
+    }
+}
+
+/// The hop and turn counts a step after `hops`/`turns` makes.
+pub fn counts_after(hops: u32, turns: u32, step: Step) -> (u32, u32) {
+    match step {
+        Step::Handoff => (hops.saturating_add(1), 0),
+        Step::Turn => (hops, turns.saturating_add(1)),
+    }
+}
+
+/// The bounds the hub holds every stored message to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_hops: u32,
+    pub max_turns: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refused {
-    #[error("AIXP hop limit: this message would make hop {hops}, the hub allows at most {max}")]
+    #[error(
+        "AIXP hop limit: this message would make hop {hops}, the hub allows at most {max}. \
+         The work it carries has been handed between agents too often: do not forward it again; \
+         finish it yourself or report back to your user"
+    )]
     HopLimit { hops: u32, max: u32 },
+    #[error(
+        "conversation limit: this reply would be turn {turns} of one back-and-forth, the hub allows at most {max}. \
+         Stop replying in this thread and report to your user what was agreed"
+    )]
+    TurnLimit { turns: u32, max: u32 },
     #[error("AIXP envelope already expired (expiresAt {expires_at} <= now {now})")]
     Expired { expires_at: u64, now: u64 },
 }
 
-/// The envelope for a message this hub stores: one hop more than the
-/// caller's, the caller's origin (else the sender), expiry the sooner of the
-/// caller's and the hub's TTL.
+/// The envelope for a message this hub stores.
+///
+/// Counts: the caller's envelope (hop 0 when it carries none) and the
+/// message it answers (`parent`, when the hub has it), whichever is further
+/// along, then one `step`. Origin: the caller's, else the parent's, else the
+/// sender. Expiry: the message is kept `retention_ms` from now, whatever the
+/// call's own expiry: a call's time-to-live bounds how long the *call* may
+/// wait, not how long a colleague has to read the message. A call that has
+/// already expired is refused.
+#[allow(clippy::too_many_arguments)]
 pub fn next_envelope(
     incoming: &Incoming,
+    parent: Option<&Envelope>,
+    step: Step,
     id: String,
     sender: &str,
     now_ms: u64,
-    ttl_ms: u64,
-    max_hops: u32,
+    retention_ms: u64,
+    bounds: Bounds,
 ) -> Result<Envelope, Refused> {
-    // The call is itself a step (hop 0 when it carries no envelope); the message stored is the next.
-    let call = Incoming {
-        hops: Some(incoming.hops.unwrap_or(0)),
-        ..incoming.clone()
-    };
-    let envelope = call.next(id, sender, now_ms, ttl_ms);
-    if envelope.hops > max_hops {
-        return Err(Refused::HopLimit {
-            hops: envelope.hops,
-            max: max_hops,
-        });
-    }
-    if envelope.expires_at <= now_ms {
+    if let Some(expires_at) = incoming.expires_at
+        && expires_at <= now_ms
+    {
         return Err(Refused::Expired {
-            expires_at: envelope.expires_at,
+            expires_at,
             now: now_ms,
         });
     }
-    Ok(envelope)
+    let parent_hops = parent.map_or(0, |p| p.hops);
+    let hops = incoming.hops.unwrap_or(0).max(parent_hops);
+    // A turn continues the parent's count; a caller's own envelope may be further along.
+    let turns = incoming
+        .turns
+        .unwrap_or(0)
+        .max(parent.map_or(0, |p| p.turns));
+    let (hops, turns) = counts_after(hops, turns, step);
+    if hops > bounds.max_hops {
+        return Err(Refused::HopLimit {
+            hops,
+            max: bounds.max_hops,
+        });
+    }
+    if turns > bounds.max_turns {
+        return Err(Refused::TurnLimit {
+            turns,
+            max: bounds.max_turns,
+        });
+    }
+    let origin = incoming
+        .origin
+        .clone()
+        .or_else(|| parent.map(|p| p.origin.clone()))
+        .unwrap_or_else(|| sender.to_owned());
+    Ok(Envelope {
+        version: AIXP_VERSION.into(),
+        id,
+        hops,
+        turns,
+        origin,
+        expires_at: now_ms.saturating_add(retention_ms),
+    })
 }
 
 #[cfg(test)]
@@ -151,27 +247,90 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn first_hop_without_caller_envelope() {
-        let e = next_envelope(&Incoming::default(), "m1".into(), "alice", 1000, 500, 16).unwrap();
-        assert_eq!(e.hops, 1);
-        assert_eq!(e.origin, "alice");
-        assert_eq!(e.expires_at, 1500);
-        assert_eq!(e.version, "aixp/1");
+    const BOUNDS: Bounds = Bounds {
+        max_hops: 16,
+        max_turns: 100,
+    };
+
+    fn stored(
+        incoming: &Incoming,
+        parent: Option<&Envelope>,
+        step: Step,
+    ) -> Result<Envelope, Refused> {
+        next_envelope(
+            incoming,
+            parent,
+            step,
+            "m".into(),
+            "alice",
+            1000,
+            500,
+            BOUNDS,
+        )
     }
 
     #[test]
-    fn continues_the_callers_envelope() {
+    fn first_hop_without_caller_envelope() {
+        let e = stored(&Incoming::default(), None, Step::Handoff).unwrap();
+        assert_eq!((e.hops, e.turns), (1, 0));
+        assert_eq!(e.origin, "alice");
+        assert_eq!(e.expires_at, 1500);
+        assert_eq!(e.version, "aixp/1");
+        // turns 0 stays off the wire, so older peers read the envelope unchanged.
+        assert!(!serde_json::to_string(&e).unwrap().contains("turns"));
+    }
+
+    #[test]
+    fn continues_the_callers_envelope_but_keeps_the_message_for_the_retention() {
         let params = json!({"_meta": {"aicp/aixp": {"version": "aixp/1", "id": "x", "hops": 3, "origin": "carol", "expiresAt": 1200}}});
         let inc = Incoming::from_params(&params);
-        let e = next_envelope(&inc, "m2".into(), "alice", 1000, 500, 16).unwrap();
+        let e = stored(&inc, None, Step::Handoff).unwrap();
+        assert_eq!((e.hops, e.origin.as_str()), (4, "carol"));
+        // The call's 200 ms left do not become the stored message's lifetime.
+        assert_eq!(e.expires_at, 1500);
+    }
+
+    #[test]
+    fn a_turn_keeps_the_hops_and_counts_the_conversation() {
+        let parent = Envelope {
+            version: AIXP_VERSION.into(),
+            id: "p".into(),
+            hops: 3,
+            turns: 7,
+            origin: "bob".into(),
+            expires_at: 9,
+        };
+        let e = stored(&Incoming::default(), Some(&parent), Step::Turn).unwrap();
+        assert_eq!((e.hops, e.turns, e.origin.as_str()), (3, 8, "bob"));
+        let e = stored(&Incoming::default(), Some(&parent), Step::Handoff).unwrap();
+        assert_eq!((e.hops, e.turns), (4, 0));
+        // The caller's envelope (a bridge that saw the parent) agrees or is further along.
+        let inc = Incoming {
+            hops: Some(3),
+            turns: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(stored(&inc, Some(&parent), Step::Turn).unwrap().turns, 10);
+        let at_limit = Envelope {
+            turns: 100,
+            ..parent
+        };
         assert_eq!(
-            (e.hops, e.origin.as_str(), e.expires_at),
-            (4, "carol", 1200)
+            stored(&Incoming::default(), Some(&at_limit), Step::Turn).unwrap_err(),
+            Refused::TurnLimit {
+                turns: 101,
+                max: 100
+            }
         );
-        // The hub's TTL wins when it is sooner.
-        let e = next_envelope(&inc, "m3".into(), "alice", 1000, 100, 16).unwrap();
-        assert_eq!(e.expires_at, 1100);
+    }
+
+    #[test]
+    fn who_answers_whom_decides_the_step() {
+        assert_eq!(step_of("alice", "bob", "bob", "Alice "), Step::Turn);
+        assert_eq!(step_of("alice", "bob", "bob", "carol"), Step::Handoff);
+        assert_eq!(step_of("alice", "bob", "carol", "alice"), Step::Handoff);
+        assert_eq!(counts_after(2, 5, Step::Handoff), (3, 0));
+        assert_eq!(counts_after(2, 5, Step::Turn), (2, 6));
     }
 
     #[test]
@@ -180,15 +339,15 @@ mod tests {
             hops: Some(16),
             ..Default::default()
         };
-        let err = next_envelope(&inc, "m".into(), "a", 0, 10, 16).unwrap_err();
+        let err = stored(&inc, None, Step::Handoff).unwrap_err();
         assert_eq!(err, Refused::HopLimit { hops: 17, max: 16 });
         assert!(err.to_string().contains("at most 16"));
         let inc = Incoming {
-            expires_at: Some(5),
+            expires_at: Some(1000),
             ..Default::default()
         };
         assert!(matches!(
-            next_envelope(&inc, "m".into(), "a", 10, 10, 16),
+            stored(&inc, None, Step::Handoff),
             Err(Refused::Expired { .. })
         ));
     }

@@ -4,13 +4,16 @@
 //!
 //! - [`wire`]: the JSON-RPC 2.0 envelope, classified without parsing payloads.
 //! - [`codes`]: every JSON-RPC error code either end writes.
-//! - [`aixp`]: the AIXP envelope, its status codes and the next-hop rule.
+//! - [`aixp`]: the AIXP envelope, its status codes and the next-step rule
+//!   (hops for handoffs, turns for conversations).
+//! - [`conversation`]: when a conversation has ended (courtesy answering courtesy).
 //! - [`meta`]: `_meta` keys and the WebSocket subprotocol.
 //! - [`redact`]: what neither end may write to a log.
 //! - `shutdown` (feature `signals`): SIGTERM and SIGINT into a cancelled token.
 
 pub mod aixp;
 pub mod codes;
+pub mod conversation;
 pub mod meta;
 pub mod redact;
 #[cfg(feature = "signals")]

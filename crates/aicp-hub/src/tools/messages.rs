@@ -1,6 +1,8 @@
 //! Sending: `send_message`, and `deliver`, the one path by which every tool
 //! that sends (route, orchestrate) stores a message with its AIXP envelope
-//! and wakes the recipient.
+//! and wakes the recipient. A reply continues the thread it answers: a turn
+//! of a conversation when it goes back to whoever wrote, a hop when it hands
+//! the work to someone else (docs/limits.md).
 
 use std::sync::Arc;
 
@@ -11,7 +13,8 @@ use super::{iso8601, store_error, str_arg, with_store};
 use crate::rpc::{tool_error, tool_result};
 use crate::store::{Message, StoreError};
 use crate::{Caller, Shared, now_ms};
-use aicp_proto::aixp::{self, Incoming, Refused};
+use aicp_proto::aixp::{self, Bounds, Envelope, Incoming, Refused, Step};
+use aicp_proto::conversation;
 
 /// Why a delivery did not happen.
 pub(super) enum NotDelivered {
@@ -22,21 +25,43 @@ pub(super) enum NotDelivered {
 impl NotDelivered {
     pub(super) fn into_result(self) -> Value {
         match self {
-            NotDelivered::Refused(r @ Refused::HopLimit { .. }) => tool_error(
-                r.to_string(),
-                json!({"aixpStatus": aicp_proto::aixp::AixpStatus::COMMUNICATION}),
-            ),
+            NotDelivered::Refused(r @ (Refused::HopLimit { .. } | Refused::TurnLimit { .. })) => {
+                tool_error(
+                    r.to_string(),
+                    json!({"aixpStatus": aicp_proto::aixp::AixpStatus::COMMUNICATION}),
+                )
+            }
             NotDelivered::Refused(r) => tool_error(r.to_string(), json!({})),
             NotDelivered::Store(e) => store_error(&e),
         }
     }
 }
 
+/// The refusal of a courtesy answering a courtesy: the conversation is over.
+fn courtesy_refused(parent_text: &str) -> Value {
+    let quoted: String = parent_text.chars().take(80).collect();
+    tool_error(
+        format!(
+            "Not sent: the message you are answering ({quoted:?}) only acknowledges, and so does your reply. \
+             The conversation has ended; an acknowledgement needs no answer. Go on with your task or report to your user."
+        ),
+        json!({"aixpStatus": aicp_proto::aixp::AixpStatus::COMMUNICATION, "limit": "courtesy"}),
+    )
+}
+
 pub(super) fn new_message_id() -> String {
     format!("msg-{:x}-{:016x}", now_ms(), fastrand::u64(..))
 }
 
-/// Stores one message with its envelope and wakes the recipient.
+/// The hub's bounds on every chain and conversation.
+pub(super) fn bounds(shared: &Shared) -> Bounds {
+    Bounds {
+        max_hops: shared.settings.max_hops,
+        max_turns: shared.settings.max_turns,
+    }
+}
+
+/// Stores one message that starts work or hands it on (a hop) and wakes the recipient.
 pub(super) async fn deliver(
     shared: &Arc<Shared>,
     caller: &Caller,
@@ -45,15 +70,43 @@ pub(super) async fn deliver(
     text: String,
     reply_to: Option<String>,
 ) -> Result<Message, NotDelivered> {
+    deliver_in_thread(
+        shared,
+        caller,
+        incoming,
+        to,
+        text,
+        reply_to,
+        None,
+        Step::Handoff,
+    )
+    .await
+}
+
+/// Stores one message continuing `parent` (the answered message's envelope,
+/// when the hub still has it) by `step`, and wakes the recipient.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_in_thread(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    incoming: &Incoming,
+    to: &str,
+    text: String,
+    reply_to: Option<String>,
+    parent: Option<&Envelope>,
+    step: Step,
+) -> Result<Message, NotDelivered> {
     let now = now_ms();
     let id = new_message_id();
     let env = aixp::next_envelope(
         incoming,
+        parent,
+        step,
         id.clone(),
         &caller.identity,
         now,
         shared.settings.message_ttl_ms,
-        shared.settings.max_hops,
+        bounds(shared),
     )
     .map_err(NotDelivered::Refused)?;
     let mut msg = Message {
@@ -98,17 +151,31 @@ pub(super) async fn send_message(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return tool_error("`reply_to` must be a string", json!({})),
     };
-    // A reply continues its thread's envelope when the caller sent none.
-    let mut incoming = incoming.clone();
-    if let (Some(rt), None) = (&reply_to, incoming.hops) {
-        let rt = rt.clone();
-        if let Ok(Some(parent)) = with_store(shared, move |s| s.get_message(&rt, now_ms())).await {
-            incoming.hops = Some(parent.aixp.hops);
-            incoming.origin = Some(parent.aixp.origin);
-            incoming.expires_at = incoming.expires_at.or(Some(parent.aixp.expires_at));
+    let parent = match &reply_to {
+        Some(rt) => {
+            let rt = rt.clone();
+            match with_store(shared, move |s| s.get_message(&rt, now_ms())).await {
+                Ok(p) => p,
+                Err(e) => return store_error(&e),
+            }
         }
+        None => None,
+    };
+    let step = parent.as_ref().map_or(Step::Handoff, |p| {
+        aixp::step_of(&p.from, &p.to, &caller.identity, &to)
+    });
+    if let Some(p) = &parent
+        && step == Step::Turn
+        && conversation::is_idle_exchange(&p.text, &text)
+    {
+        return courtesy_refused(&p.text);
     }
-    match deliver(shared, caller, &incoming, &to, text, reply_to).await {
+    let parent_env = parent.as_ref().map(|p| &p.aixp);
+    match deliver_in_thread(
+        shared, caller, incoming, &to, text, reply_to, parent_env, step,
+    )
+    .await
+    {
         Ok(m) => tool_result(
             json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_known": true, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
             false,
@@ -182,6 +249,180 @@ mod tests {
         assert_eq!(
             shared.store.read_inbox("BOB", 0, now_ms(), 10).unwrap(),
             vec![]
+        );
+    }
+
+    /// Sends `text` from `from` to `to` answering `reply_to`; the result's structuredContent.
+    async fn reply(
+        shared: &Arc<Shared>,
+        from: &Caller,
+        to: &str,
+        text: &str,
+        reply_to: &str,
+    ) -> Value {
+        tool(
+            shared,
+            from,
+            "send_message",
+            json!({"to": to, "text": text, "reply_to": reply_to}),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_long_conversation_is_turns_not_hops_and_courtesy_ends_it() {
+        let shared = hub(StoreLimits::default());
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        let carol = connect(&shared, "carol", Scopes::all());
+        let first = tool(
+            &shared,
+            &alice,
+            "send_message",
+            json!({"to": "bob", "text": "Shall we plan the release?"}),
+        )
+        .await;
+        let mut last = first["structuredContent"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Forty replies back and forth: far past max_hops (16 here), never refused.
+        for turn in 1..=40u32 {
+            let (me, other) = if turn % 2 == 1 {
+                (&bob, "alice")
+            } else {
+                (&alice, "bob")
+            };
+            let r = reply(
+                &shared,
+                me,
+                other,
+                &format!("point {turn}: the changelog needs item {turn}"),
+                &last,
+            )
+            .await;
+            assert_eq!(r["isError"], false, "turn {turn}: {r}");
+            let env = &r["structuredContent"]["aixp"];
+            assert_eq!(
+                (env["hops"].as_u64(), env["turns"].as_u64()),
+                (Some(1), Some(turn.into())),
+                "{r}"
+            );
+            last = r["structuredContent"]["message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        // Handing the thread to a third party is a hop, and restarts the turns.
+        let r = reply(
+            &shared,
+            &alice,
+            "carol",
+            "carol, can you take the changelog?",
+            &last,
+        )
+        .await;
+        assert_eq!(r["structuredContent"]["aixp"]["hops"], 2, "{r}");
+        assert!(r["structuredContent"]["aixp"].get("turns").is_none(), "{r}");
+        let handed = r["structuredContent"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Thanks once is fine; thanks for thanks is refused, and nothing is stored.
+        let r = reply(&shared, &carol, "alice", "Sure, thanks!", &handed).await;
+        assert_eq!(r["isError"], false, "{r}");
+        let thanks = r["structuredContent"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = reply(&shared, &alice, "carol", "You're welcome!", &thanks).await;
+        assert_eq!(r["isError"], true, "{r}");
+        assert_eq!(r["structuredContent"]["limit"], "courtesy", "{r}");
+        assert!(
+            r["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("needs no answer"),
+            "{r}"
+        );
+        let carols = shared.store.read_inbox("carol", 0, now_ms(), 100).unwrap();
+        assert_eq!(carols.len(), 1, "only the handoff reached carol");
+    }
+
+    #[tokio::test]
+    async fn the_turn_limit_refuses_the_reply_after_it() {
+        let mut shared = hub(StoreLimits::default());
+        Arc::get_mut(&mut shared).unwrap().settings.max_turns = 3;
+        let alice = connect(&shared, "alice", Scopes::all());
+        let bob = connect(&shared, "bob", Scopes::all());
+        let r = tool(
+            &shared,
+            &alice,
+            "send_message",
+            json!({"to": "bob", "text": "question zero about the plan"}),
+        )
+        .await;
+        let mut last = r["structuredContent"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for turn in 1..=4u32 {
+            let (me, other) = if turn % 2 == 1 {
+                (&bob, "alice")
+            } else {
+                (&alice, "bob")
+            };
+            let r = reply(
+                &shared,
+                me,
+                other,
+                &format!("answer number {turn} with details"),
+                &last,
+            )
+            .await;
+            if turn <= 3 {
+                last = r["structuredContent"]["message_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            } else {
+                assert_eq!(r["isError"], true, "{r}");
+                assert_eq!(r["structuredContent"]["aixpStatus"], 5005, "{r}");
+                assert!(
+                    r["content"][0]["text"].as_str().unwrap().contains("turn 4"),
+                    "{r}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_calls_short_time_to_live_is_not_the_messages_lifetime() {
+        let shared = hub(StoreLimits::default());
+        let alice = connect(&shared, "alice", Scopes::all());
+        connect(&shared, "bob", Scopes::all());
+        let now = now_ms();
+        // A bridge stamps its call with five minutes (or, here, two seconds) to live.
+        let params = json!({"name": "send_message", "arguments": {"to": "bob", "text": "see you after lunch"},
+            "_meta": {"aicp/aixp": {"id": "c1", "hops": 0, "origin": "bridge-a", "expiresAt": now + 2_000}}});
+        let r = call(&shared, &alice, &params).await.unwrap();
+        let expires = r["structuredContent"]["aixp"]["expiresAt"]
+            .as_u64()
+            .unwrap();
+        assert!(expires >= now + shared.settings.message_ttl_ms, "{r}");
+        // Three hours later by the store's clock the message is still there; after the retention it is not.
+        let later = now + 3 * 3600 * 1000;
+        assert_eq!(
+            shared.store.read_inbox("bob", 0, later, 10).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            shared
+                .store
+                .read_inbox("bob", 0, expires, 10)
+                .unwrap()
+                .len(),
+            0
         );
     }
 }

@@ -54,11 +54,13 @@ pub(super) async fn orchestrate(
     // Check the hop cap once, before anything is delivered: a plan is delivered whole or not at all.
     if let Err(r) = aixp::next_envelope(
         incoming,
+        None,
+        aixp::Step::Handoff,
         String::new(),
         &caller.identity,
         now_ms(),
         shared.settings.message_ttl_ms,
-        shared.settings.max_hops,
+        super::messages::bounds(shared),
     ) {
         return NotDelivered::Refused(r).into_result();
     }
