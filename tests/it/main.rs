@@ -15,5 +15,6 @@ mod quirks;
 mod redaction;
 mod relay;
 mod support;
+mod team;
 mod tls;
 mod waiting;
