@@ -7,6 +7,8 @@
 //! - [`aixp`]: the AIXP envelope, its status codes and the next-hop rule.
 //! - [`meta`]: `_meta` keys and the WebSocket subprotocol.
 //! - [`redact`]: what neither end may write to a log.
+//! - [`tracking`]: recognises a received text passed on in an outgoing one
+//!   (bottom-k shingle containment), so its hop count continues.
 //! - `shutdown` (feature `signals`): SIGTERM and SIGINT into a cancelled token.
 
 pub mod aixp;
@@ -15,4 +17,5 @@ pub mod meta;
 pub mod redact;
 #[cfg(feature = "signals")]
 pub mod shutdown;
+pub mod tracking;
 pub mod wire;
