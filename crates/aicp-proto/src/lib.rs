@@ -9,6 +9,8 @@
 //! - [`conversation`]: when a conversation has ended (courtesy answering courtesy).
 //! - [`meta`]: `_meta` keys and the WebSocket subprotocol.
 //! - [`redact`]: what neither end may write to a log.
+//! - [`tracking`]: recognises a received text passed on in an outgoing one
+//!   (bottom-k shingle containment), so its hop count continues.
 //! - `shutdown` (feature `signals`): SIGTERM and SIGINT into a cancelled token.
 
 pub mod aixp;
@@ -18,4 +20,5 @@ pub mod meta;
 pub mod redact;
 #[cfg(feature = "signals")]
 pub mod shutdown;
+pub mod tracking;
 pub mod wire;
