@@ -214,13 +214,7 @@ fn guard_cost(calls: u64) -> Duration {
         let params = msg.params.unwrap();
         let c = aixp::read_tool_call(params).unwrap();
         let now = guard::Now::current();
-        let info = guard::Call {
-            tool: &c.tool,
-            fingerprint: guard::fingerprint(&c.tool, c.arguments.as_ref()),
-            incoming: c.incoming.clone(),
-            refers_to: guard::referenced_messages(c.arguments.as_ref()),
-            read_only: false,
-        };
+        let info = c.guard_call(false);
         let env = g.check(now, &info).unwrap();
         std::hint::black_box(aixp::with_envelope(&id, params, &env));
         g.finished(now, guard::Outcome::Answered);

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use aicp_proto::aixp::{ENVELOPE_KEY, Envelope, Incoming, REFUSAL_KEY};
 use aicp_proto::wire::{self, Id};
 
-use crate::guard::{Guard, Now, Refusal};
+use crate::guard::{Call, Guard, Now, Refusal};
 
 /// What the guard reads from a `tools/call`.
 #[derive(Debug)]
@@ -20,6 +20,24 @@ pub struct ToolCall {
     pub tool: String,
     pub arguments: Option<Value>,
     pub incoming: Incoming,
+}
+
+impl ToolCall {
+    /// What the guard needs to decide on this call; `read_only` is what the
+    /// hub declared of the tool (unknown tools count as writes).
+    pub fn guard_call(&self, read_only: bool) -> Call<'_> {
+        let args = self.arguments.as_ref();
+        let string = |key: &str| args.and_then(|a| a.get(key)).and_then(Value::as_str);
+        Call {
+            tool: &self.tool,
+            fingerprint: crate::guard::fingerprint(&self.tool, args),
+            incoming: self.incoming.clone(),
+            refers_to: crate::guard::referenced_messages(args),
+            to: string("to"),
+            text: string("text"),
+            read_only,
+        }
+    }
 }
 
 pub fn read_tool_call(params: &RawValue) -> Option<ToolCall> {

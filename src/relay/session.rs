@@ -449,20 +449,13 @@ impl Session {
         let Some(call) = envelope::read_tool_call(params) else {
             return Ok(None);
         };
-        let call_info = guard::Call {
-            tool: &call.tool,
-            fingerprint: guard::fingerprint(&call.tool, call.arguments.as_ref()),
-            incoming: call.incoming.clone(),
-            refers_to: guard::referenced_messages(call.arguments.as_ref()),
-            to: call.arguments.as_ref().and_then(|a| a["to"].as_str()),
-            text: call.arguments.as_ref().and_then(|a| a["text"].as_str()),
-            // Unknown tools count as writes: only what the hub declared read-only is one.
-            read_only: self
-                .read_only_tools
-                .get(&call.tool)
-                .copied()
-                .unwrap_or(false),
-        };
+        // Unknown tools count as writes: only what the hub declared read-only is one.
+        let read_only = self
+            .read_only_tools
+            .get(&call.tool)
+            .copied()
+            .unwrap_or(false);
+        let call_info = call.guard_call(read_only);
         let decision = self.guard.check(now, &call_info);
         self.live.record(self.guard.stats());
         let envelope = decision.map_err(|refusal| {
