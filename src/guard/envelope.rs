@@ -34,7 +34,11 @@ impl ToolCall {
             incoming: self.incoming.clone(),
             refers_to: crate::guard::referenced_messages(args),
             to: string("to"),
-            text: string("text"),
+            // What a sending tool sends: send_message's text, route_to_agent's
+            // message, orchestrate_collaboration's task (or a look-alike's).
+            text: string("text")
+                .or_else(|| string("message"))
+                .or_else(|| string("task")),
             read_only,
         }
     }
@@ -164,9 +168,9 @@ mod tests {
             version: AIXP_VERSION.into(),
             id: id.into(),
             hops,
-            turns: 0,
             origin: "o".into(),
             expires_at,
+            ..Envelope::default()
         }
     }
 

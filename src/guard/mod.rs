@@ -14,8 +14,9 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use aicp_proto::aixp::{AixpStatus, Envelope, Incoming};
+use aicp_proto::aixp::{AixpStatus, Envelope, Incoming, clock_time};
 use aicp_proto::conversation;
+use aicp_proto::tracking::Tracker;
 
 pub mod envelope;
 pub mod limits;
@@ -54,7 +55,9 @@ pub struct Call<'a> {
     /// The recipient the call names (`to`), if any: a reply to whoever wrote
     /// the answered message is a conversation turn, not a handoff.
     pub to: Option<&'a str>,
-    /// The text the call sends (`text`), if any.
+    /// The text the call sends (`text`, `message` or `task`), if any: a
+    /// text that substantially contains one delivered to this user passes that
+    /// message on, and continues its hop count.
     pub text: Option<&'a str>,
     /// The hub declared the tool read-only (`readOnlyHint` in its `tools/list`):
     /// repeats are then held to `repeat_reads`, not `repeat_limit`. Rates still apply.
@@ -129,6 +132,13 @@ pub struct Stats {
 /// How many delivered-message ids the guard remembers to continue their hop counts.
 const KNOWN_MESSAGES: usize = 4096;
 
+/// A delivered message's envelope and sender, kept with its text's fingerprint.
+#[derive(Debug, Clone)]
+struct Passed {
+    envelope: Envelope,
+    from: String,
+}
+
 /// What the guard keeps of a message the hub delivered to this user.
 #[derive(Debug, Clone)]
 struct Delivered {
@@ -157,6 +167,9 @@ pub struct Guard {
     /// Messages delivered to this user, by id; `known_order` oldest first for eviction.
     known: HashMap<String, Delivered>,
     known_order: VecDeque<String>,
+    /// The texts of messages delivered to this user, to recognise a forward
+    /// that names no message id ([`aicp_proto::tracking`]).
+    texts: Tracker<Passed>,
     stats: Stats,
 }
 
@@ -176,6 +189,7 @@ impl Guard {
             breaker: Breaker::Closed { failures: 0 },
             known: HashMap::new(),
             known_order: VecDeque::new(),
+            texts: Tracker::new(),
             stats: Stats::default(),
         }
     }
@@ -221,9 +235,21 @@ impl Guard {
             .iter()
             .filter_map(|id| self.known.get(id))
             .max_by_key(|m| m.hops);
-        let hops = answered.map_or(next.hops, |a| a.hops.max(next.hops));
+        let mut hops = answered.map_or(next.hops, |a| a.hops.max(next.hops));
+        // A text that carries one delivered to this user passes that message
+        // on, named or not: its count goes on, and it is never a mere turn.
+        let forwarded = call.text.and_then(|t| {
+            self.texts
+                .forwards_of(t)
+                .into_iter()
+                .filter(|p| p.envelope.expires_at > now.wall_ms)
+                .max_by_key(|p| p.envelope.hops)
+        });
+        if let Some(f) = forwarded {
+            hops = hops.max(f.envelope.hops);
+        }
         // A reply to whoever wrote is a turn of a conversation; anything else hands work on.
-        let turn = answered.filter(|m| {
+        let turn = answered.filter(|_| forwarded.is_none()).filter(|m| {
             call.to
                 .is_some_and(|to| to.trim().to_lowercase() == m.from.trim().to_lowercase())
         });
@@ -266,18 +292,31 @@ impl Guard {
                 ));
             }
         } else if hops > limits.max_hops {
+            let message = match forwarded {
+                Some(f) => format!(
+                    "aicp-bridge refused this call: its text is a message that has already been passed between \
+                     agents {hops} times ({}), first sent by {} at {}, over the limit of {} (max_hops). \
+                     Assistants are forwarding this request to each other instead of doing it. Do not send it \
+                     on again: do the work yourself, or tell the user who asked for it and stop.",
+                    f.envelope.describe_trail(Some("you")),
+                    f.envelope.trail.first().unwrap_or(&f.from),
+                    clock_time(f.envelope.started_at.max(1)),
+                    limits.max_hops
+                ),
+                None => format!(
+                    "aicp-bridge refused this call: the work it carries has already been handed between agents \
+                     {hops} times, over the limit of {} (max_hops). This looks like agents passing a task back \
+                     and forth. Do not forward or answer it again; finish the task yourself or report back to the user.",
+                    limits.max_hops
+                ),
+            };
             return Err(refusal(
                 AixpStatus::COMMUNICATION,
                 "max_hops",
                 limits.max_hops as f64,
                 hops as f64,
                 None,
-                format!(
-                    "aicp-bridge refused this call: the work it carries has already been handed between agents \
-                     {hops} times, over the limit of {} (max_hops). This looks like agents passing a task back \
-                     and forth. Do not forward or answer it again; finish the task yourself or report back to the user.",
-                    limits.max_hops
-                ),
+                message,
             ));
         }
         if next.expires_at <= now.wall_ms {
@@ -419,10 +458,20 @@ impl Guard {
         }
 
         self.next_seq += 1;
+        // A forward keeps the forwarded message's origin and expiry (the sooner of it and this call's).
+        let (origin, expires_at) = match forwarded {
+            Some(f) => (
+                f.envelope.origin.clone(),
+                next.expires_at.min(f.envelope.expires_at),
+            ),
+            None => (next.origin, next.expires_at),
+        };
         Ok(Envelope {
             id: format!("{}-{}", self.origin, self.next_seq),
             hops,
             turns,
+            origin,
+            expires_at,
             ..next
         })
     }
@@ -495,6 +544,13 @@ impl Guard {
             from: from.to_owned(),
             courtesy: conversation::is_courtesy(text),
         };
+        self.texts.remember(
+            text,
+            Passed {
+                envelope: envelope.clone(),
+                from: from.to_owned(),
+            },
+        );
         if self.known.insert(envelope.id.clone(), delivered).is_none() {
             self.known_order.push_back(envelope.id.clone());
             if self.known_order.len() > KNOWN_MESSAGES
@@ -653,6 +709,7 @@ mod tests {
             turns,
             origin: "bridge-b".into(),
             expires_at,
+            ..Envelope::default()
         }
     }
 
@@ -963,6 +1020,56 @@ mod tests {
         reply.refers_to = vec!["q".into()];
         reply.text = Some("thanks!");
         assert!(g.check(now, &reply).is_ok(), "a first thanks is fine");
+    }
+
+    #[test]
+    fn a_forward_of_a_delivered_text_continues_its_count_named_or_not() {
+        let clock = Clock::new();
+        let now = clock.at(0.0);
+        let mut g = guard(Limits {
+            max_hops: 3,
+            ..unlimited()
+        });
+        let plan = "Please review the release plan for version two and pass it on to whoever owns the docs";
+        let mut env = delivered("m-1", 3, 0, now.wall_ms + 60_000);
+        env.trail = vec!["alice".into(), "bob".into(), "alice".into()];
+        env.started_at = 36_120_000;
+        env.origin = "alice-bridge".into();
+        g.learn(&env, "alice", plan);
+        // Sent on to bob with a prefix, naming nothing: hops go on from the delivered message.
+        let mut send = call("send_message", 1);
+        send.to = Some("bob");
+        let forward = format!("FYI: {plan}");
+        send.text = Some(&forward);
+        let e = allow_and_finish(&mut g, now, &send).unwrap();
+        assert_eq!((e.hops, e.origin.as_str()), (3, "alice-bridge"));
+        assert!(e.expires_at <= now.wall_ms + 60_000);
+        // Back to the writer, even with reply_to: passing the same text back is not a conversation.
+        send.refers_to = vec!["m-1".into()];
+        send.to = Some("alice");
+        let quoted = format!("Forwarding this to you:\n> {plan}\nThanks");
+        send.text = Some(&quoted);
+        assert_eq!(allow_and_finish(&mut g, now, &send).unwrap().turns, 0);
+        // One further along, and the refusal says where the text has been.
+        let mut env = delivered("m-2", 4, 0, now.wall_ms + 60_000);
+        env.trail = vec!["alice".into(), "bob".into(), "alice".into(), "bob".into()];
+        env.started_at = 36_120_000;
+        g.learn(&env, "bob", &forward);
+        send.refers_to = vec![];
+        let r = g.check(now, &send).unwrap_err();
+        assert_eq!((r.limit, r.current), ("max_hops", 4.0));
+        assert!(
+            r.message.contains("alice → bob → alice → bob → you")
+                && r.message.contains("first sent by alice at 10:02 UTC"),
+            "{}",
+            r.message
+        );
+        // A reply quoting one line of it, or a short text, starts afresh.
+        let mut other = call("send_message", 2);
+        other.text = Some("About the docs: who owns them now? I think it is carol, but check.");
+        assert_eq!(allow_and_finish(&mut g, now, &other).unwrap().hops, 0);
+        other.text = Some("ok");
+        assert_eq!(allow_and_finish(&mut g, now, &other).unwrap().hops, 0);
     }
 
     #[test]

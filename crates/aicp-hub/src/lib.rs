@@ -12,6 +12,7 @@
 //! - [`tools`], [`resources`], [`prompts`]: the MCP surface.
 //! - [`routing`]: intent, capability matching, task splitting (pure).
 //! - [`presence`]: who is connected, inbox wake-ups, resource-change broadcast.
+//! - [`forwards`]: what each person received lately, to recognise a forward.
 //! - [`store`]: the `Store` trait and its SQLite implementation.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`rpc`]: JSON-RPC responses and error codes.
@@ -21,6 +22,7 @@
 //! `aicp-proto`; the command line is the binary's (`src/main.rs`).
 
 pub mod auth;
+pub(crate) mod forwards;
 pub(crate) mod limits;
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE_PER_SEC};
 pub mod logging;
@@ -111,6 +113,7 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) presence: presence::Presence,
+    pub(crate) received: forwards::Received,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) settings: Settings,
     /// Cancelled on SIGTERM/SIGINT: long-polls return early, sessions drain.
@@ -199,6 +202,7 @@ pub fn run(settings: Settings, auth: Auth, shutdown: CancellationToken) -> anyho
         let shared = Arc::new(Shared {
             store: Arc::new(store),
             presence: presence::Presence::default(),
+            received: forwards::Received::default(),
             metrics: metrics::Metrics::new(),
             settings,
             shutdown: shutdown.clone(),

@@ -144,6 +144,14 @@ pub trait Store: Send + Sync + 'static {
     fn push_message(&self, msg: &Message) -> Result<u64, StoreError>;
     /// An unexpired message by id (to continue a thread).
     fn get_message(&self, id: &str, now_ms: u64) -> Result<Option<Message>, StoreError>;
+    /// The last `limit` unexpired messages `recipient` received, read or
+    /// not, oldest first (to recognise forwards of them).
+    fn recent_received(
+        &self,
+        recipient: &str,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
     /// [`Store::inbox_page`] without a byte bound: the messages alone.
     fn read_inbox(
         &self,
@@ -244,7 +252,7 @@ CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
   recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
   hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL,
-  turns INTEGER NOT NULL DEFAULT 0);
+  turns INTEGER NOT NULL DEFAULT 0, trail TEXT, started_at INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
 DROP INDEX IF EXISTS messages_sender;
@@ -333,6 +341,13 @@ impl SqliteStore {
         // The schema first: the size limit is for what clients write, not for the tables.
         conn.execute_batch(SCHEMA)?;
         add_column_if_missing(&conn, "messages", "turns", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column_if_missing(&conn, "messages", "trail", "TEXT")?;
+        add_column_if_missing(
+            &conn,
+            "messages",
+            "started_at",
+            "INTEGER NOT NULL DEFAULT 0",
+        )?;
         conn.execute_batch(&format!("BEGIN; {RECOUNT_USAGE} COMMIT;"))?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let max_pages =
@@ -435,6 +450,11 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             turns: r.get(10)?,
             origin: r.get(8)?,
             expires_at: r.get::<_, i64>(9)? as u64,
+            trail: r
+                .get::<_, Option<String>>(11)?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default(),
+            started_at: r.get::<_, i64>(12)? as u64,
         },
         id,
     })
@@ -445,8 +465,7 @@ pub fn message_json_bytes(m: &Message) -> usize {
     serde_json::to_vec(m).map_or(0, |v| v.len())
 }
 
-const MESSAGE_COLUMNS: &str =
-    "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns";
+const MESSAGE_COLUMNS: &str = "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns, trail, started_at";
 
 impl Store for SqliteStore {
     fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -574,9 +593,10 @@ impl Store for SqliteStore {
             });
         }
         tx.execute(
-            "INSERT INTO messages (id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![m.id, m.from, m.to, m.text, m.reply_to, m.created_at as i64, m.aixp.hops, m.aixp.origin, m.aixp.expires_at as i64, m.aixp.turns],
+            "INSERT INTO messages (id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns, trail, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![m.id, m.from, m.to, m.text, m.reply_to, m.created_at as i64, m.aixp.hops, m.aixp.origin, m.aixp.expires_at as i64, m.aixp.turns,
+                (!m.aixp.trail.is_empty()).then(|| serde_json::to_string(&m.aixp.trail).unwrap_or_default()), m.aixp.started_at as i64],
         )
         .map_err(|e| self.write_err(e))?;
         let seq = tx.last_insert_rowid() as u64;
@@ -594,6 +614,26 @@ impl Store for SqliteStore {
                 .optional()
         })
         .map_err(StoreError::Read)
+    }
+
+    fn recent_received(
+        &self,
+        recipient: &str,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let conn = self.lock();
+        let mut newest_first: Vec<Message> = conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND expires_at > ?2 ORDER BY seq DESC LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![recipient, now_ms as i64, limit as i64], row_to_message)?
+                    .collect()
+            })
+            .map_err(StoreError::Read)?;
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     fn read_inbox(
@@ -781,9 +821,9 @@ mod tests {
                 version: "aixp/1".into(),
                 id: id.into(),
                 hops: 1,
-                turns: 0,
                 origin: "alice".into(),
                 expires_at: expires,
+                ..Envelope::default()
             },
         }
     }

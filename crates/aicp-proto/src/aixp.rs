@@ -55,7 +55,7 @@ impl AixpStatus {
 }
 
 /// The AIXP envelope carried in `_meta["aicp/aixp"]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
     #[serde(default)]
@@ -68,10 +68,37 @@ pub struct Envelope {
     pub origin: String,
     /// Unix milliseconds after which the message must not be delivered or acted on.
     pub expires_at: u64,
+    /// Who handed this work on, oldest first: one name per hop, at most
+    /// [`TRAIL_MAX`] (the oldest dropped), so a refusal can say where it went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trail: Vec<String>,
+    /// When the chain began, Unix milliseconds (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub started_at: u64,
 }
+
+/// Names a trail keeps: enough to show a loop, bounded whatever the hop limit.
+pub const TRAIL_MAX: usize = 16;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Envelope {
+    /// `alice → bob → alice → …` (then `next`, when given): where this work
+    /// has been, for a refusal a model and its user can read.
+    pub fn describe_trail(&self, next: Option<&str>) -> String {
+        let mut names: Vec<&str> = self.trail.iter().map(String::as_str).collect();
+        names.extend(next);
+        if self.hops as usize > self.trail.len() && !names.is_empty() {
+            names.insert(0, "…");
+        }
+        names.join(" → ")
+    }
 }
 
 /// An envelope as a request carries it, every field optional (a host calling
@@ -120,6 +147,7 @@ impl Incoming {
             turns: 0,
             origin: self.origin.clone().unwrap_or_else(|| sender.to_owned()),
             expires_at: self.expires_at.map_or(own_expiry, |e| e.min(own_expiry)),
+            ..Envelope::default()
         }
     }
 }
@@ -155,6 +183,12 @@ pub fn counts_after(hops: u32, turns: u32, step: Step) -> (u32, u32) {
     }
 }
 
+/// `HH:MM UTC` of a Unix-millisecond time, for refusals ("first sent at 10:02 UTC").
+pub fn clock_time(ms: u64) -> String {
+    let secs = ms / 1000 % 86_400;
+    format!("{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60)
+}
+
 /// The bounds the hub holds every stored message to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -166,10 +200,15 @@ pub struct Bounds {
 pub enum Refused {
     #[error(
         "AIXP hop limit: this message would make hop {hops}, the hub allows at most {max}. \
-         The work it carries has been handed between agents too often: do not forward it again; \
+         The work it carries has been handed between agents too often{trail}: do not forward it again; \
          finish it yourself or report back to your user"
     )]
-    HopLimit { hops: u32, max: u32 },
+    HopLimit {
+        hops: u32,
+        max: u32,
+        /// ` (alice → bob → …, first sent …)`, or empty.
+        trail: String,
+    },
     #[error(
         "conversation limit: this reply would be turn {turns} of one back-and-forth, the hub allows at most {max}. \
          Stop replying in this thread and report to your user what was agreed"
@@ -216,9 +255,17 @@ pub fn next_envelope(
         .max(parent.map_or(0, |p| p.turns));
     let (hops, turns) = counts_after(hops, turns, step);
     if hops > bounds.max_hops {
+        let trail = parent.map_or_else(String::new, |p| {
+            format!(
+                " ({}, first sent at {})",
+                p.describe_trail(Some(sender)),
+                clock_time(p.started_at)
+            )
+        });
         return Err(Refused::HopLimit {
             hops,
             max: bounds.max_hops,
+            trail,
         });
     }
     if turns > bounds.max_turns {
@@ -232,6 +279,17 @@ pub fn next_envelope(
         .clone()
         .or_else(|| parent.map(|p| p.origin.clone()))
         .unwrap_or_else(|| sender.to_owned());
+    let mut trail = parent.map(|p| p.trail.clone()).unwrap_or_default();
+    if step == Step::Handoff {
+        trail.push(sender.to_owned());
+        if trail.len() > TRAIL_MAX {
+            trail.drain(..trail.len() - TRAIL_MAX);
+        }
+    }
+    let started_at = parent
+        .map(|p| p.started_at)
+        .filter(|&t| t > 0)
+        .unwrap_or(now_ms);
     Ok(Envelope {
         version: AIXP_VERSION.into(),
         id,
@@ -239,6 +297,8 @@ pub fn next_envelope(
         turns,
         origin,
         expires_at: now_ms.saturating_add(retention_ms),
+        trail,
+        started_at,
     })
 }
 
@@ -299,11 +359,20 @@ mod tests {
             turns: 7,
             origin: "bob".into(),
             expires_at: 9,
+            trail: vec!["bob".into(), "carol".into(), "bob".into()],
+            started_at: 600_000,
         };
         let e = stored(&Incoming::default(), Some(&parent), Step::Turn).unwrap();
+        assert_eq!(e.trail, parent.trail, "a turn hands nothing on");
         assert_eq!((e.hops, e.turns, e.origin.as_str()), (3, 8, "bob"));
         let e = stored(&Incoming::default(), Some(&parent), Step::Handoff).unwrap();
         assert_eq!((e.hops, e.turns), (4, 0));
+        assert_eq!(e.trail, ["bob", "carol", "bob", "alice"]);
+        assert_eq!(e.started_at, 600_000, "the chain's start is kept");
+        assert_eq!(
+            e.describe_trail(Some("dave")),
+            "bob → carol → bob → alice → dave"
+        );
         // The caller's envelope (a bridge that saw the parent) agrees or is further along.
         let inc = Incoming {
             hops: Some(3),
@@ -340,8 +409,42 @@ mod tests {
             ..Default::default()
         };
         let err = stored(&inc, None, Step::Handoff).unwrap_err();
-        assert_eq!(err, Refused::HopLimit { hops: 17, max: 16 });
+        assert_eq!(
+            err,
+            Refused::HopLimit {
+                hops: 17,
+                max: 16,
+                trail: String::new()
+            }
+        );
         assert!(err.to_string().contains("at most 16"));
+        // Handed on by a parent: the refusal says where the work has been, and since when.
+        let parent = Envelope {
+            hops: 16,
+            trail: (0..TRAIL_MAX)
+                .map(|i| ["bob", "carol"][i % 2].to_owned())
+                .collect(),
+            started_at: 36_120_000,
+            ..Envelope::default()
+        };
+        let err = stored(&Incoming::default(), Some(&parent), Step::Handoff).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("(bob → carol → "), "{text}");
+        assert!(
+            text.contains("carol → alice, first sent at 10:02 UTC)"),
+            "{text}"
+        );
+        let longer = Envelope { hops: 40, ..parent };
+        assert!(longer.describe_trail(None).starts_with("… → bob"));
+        let mut e = stored(
+            &Incoming::default(),
+            Some(&Envelope { hops: 3, ..longer }),
+            Step::Handoff,
+        )
+        .unwrap();
+        assert_eq!(e.trail.len(), TRAIL_MAX, "the trail stays bounded");
+        e.trail.clear();
+        assert_eq!(e.describe_trail(None), "");
         let inc = Incoming {
             expires_at: Some(1000),
             ..Default::default()

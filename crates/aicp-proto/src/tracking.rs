@@ -343,6 +343,22 @@ impl<T> Tracker<T> {
         best
     }
 
+    /// Every remembered text `outgoing` forwards (containment at least
+    /// [`CONTAINMENT`]), newest first: when one message went round with
+    /// different wrappings, the caller picks (say, the furthest along).
+    pub fn forwards_of(&self, outgoing: &str) -> Vec<&T> {
+        if self.entries.is_empty() {
+            return Vec::new();
+        }
+        let set = ShingleSet::of(outgoing);
+        self.entries
+            .iter()
+            .rev()
+            .filter(|(fingerprint, _)| set.containment_at_least(fingerprint, CONTAINMENT).is_some())
+            .map(|(_, value)| value)
+            .collect()
+    }
+
     /// Keeps only the entries whose value passes `keep` (e.g. drop those whose
     /// envelope has expired; the tracker has no clock of its own).
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
@@ -587,6 +603,20 @@ mod tests {
 
         tracker.retain(|v| *v != "plan again");
         assert_eq!(tracker.find_forward(PLAN), Some(&"edited"));
+    }
+
+    #[test]
+    fn every_wrapping_of_one_text_is_a_forward_of_it() {
+        let plan = "Please review the release plan for version two and pass it on to whoever owns the docs";
+        let mut t = Tracker::new();
+        t.remember(plan, 1);
+        t.remember(&format!("FYI: {plan}"), 2);
+        t.remember(
+            "Lunch is at noon on Friday in the usual place near the office, see you there",
+            3,
+        );
+        assert_eq!(t.forwards_of(&format!("> {plan}")), [&2, &1]);
+        assert!(t.forwards_of("ok").is_empty());
     }
 
     #[test]

@@ -83,6 +83,23 @@ pub(super) async fn deliver(
     .await
 }
 
+/// The live message `sender` received lately that `text` passes on, if any
+/// (the sender's tracker is filled from the store on first use).
+async fn forwarded_by(shared: &Arc<Shared>, sender: &str, text: &str) -> Option<Envelope> {
+    if !shared.received.is_loaded(sender) {
+        let who = sender.to_owned();
+        let recent = with_store(shared, move |s| {
+            s.recent_received(&who, now_ms(), crate::forwards::PER_IDENTITY)
+        })
+        .await
+        .unwrap_or_default();
+        shared
+            .received
+            .load(sender, recent.iter().map(|m| (m.text.as_str(), &m.aixp)));
+    }
+    shared.received.forwarded(sender, text, now_ms())
+}
+
 /// Stores one message continuing `parent` (the answered message's envelope,
 /// when the hub still has it) by `step`, and wakes the recipient.
 #[allow(clippy::too_many_arguments)]
@@ -98,6 +115,14 @@ async fn deliver_in_thread(
 ) -> Result<Message, NotDelivered> {
     let now = now_ms();
     let id = new_message_id();
+    // Text that carries a message the sender received passes that message on,
+    // named or not: a handoff from the further along of the two.
+    let forwarded = forwarded_by(shared, &caller.identity, &text).await;
+    let (parent, step) = match &forwarded {
+        Some(f) if parent.is_none_or(|p| p.hops <= f.hops) => (Some(f), Step::Handoff),
+        Some(_) => (parent, Step::Handoff),
+        None => (parent, step),
+    };
     let env = aixp::next_envelope(
         incoming,
         parent,
@@ -124,6 +149,7 @@ async fn deliver_in_thread(
         .await
         .map_err(NotDelivered::Store)?;
     shared.metrics.messages_delivered.inc();
+    shared.received.delivered(to, &msg.text, &msg.aixp);
     shared.presence.inbox_changed(to);
     Ok(msg)
 }

@@ -182,6 +182,7 @@ pub(crate) mod testing {
         Arc::new(Shared {
             store: Arc::new(SqliteStore::with_connection(conn, limits).unwrap()),
             presence: Presence::default(),
+            received: Default::default(),
             metrics: Metrics::new(),
             settings: Settings {
                 listen: "127.0.0.1:0".parse().unwrap(),
