@@ -222,6 +222,61 @@ fn guard_cost(calls: u64) -> Duration {
     start.elapsed() / calls as u32
 }
 
+/// A text of `words` words that differs from every other seed's.
+fn prose(seed: u64, words: usize) -> String {
+    (0..words)
+        .map(|i| format!("w{}", (seed * 7919 + i as u64 * 104_729) % 100_003))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The guard's check of one sending call (`send_message` with a 100-word
+/// text) with the forward tracker full (256 delivered texts of 100 words), and
+/// without any delivered text: the difference is what recognising forwards costs per send.
+fn forward_check_cost(calls: u64) -> (Duration, Duration) {
+    use aicp_bridge::guard;
+    use aicp_proto::aixp::Envelope;
+    let limits = guard::Limits {
+        repeat_limit: u32::MAX,
+        calls_per_minute: u32::MAX,
+        tool_calls_per_minute: u32::MAX,
+        session_budget: 0,
+        ..guard::Limits::default()
+    };
+    let timed = |full: bool| {
+        let mut g = guard::Guard::new(limits.clone(), "bench".into());
+        if full {
+            for n in 0..256 {
+                let env = Envelope {
+                    id: format!("m{n}"),
+                    hops: 1,
+                    expires_at: u64::MAX,
+                    ..Envelope::default()
+                };
+                g.learn(&env, "alice", &prose(n, 100));
+            }
+        }
+        let texts: Vec<String> = (0..calls).map(|n| prose(1_000 + n, 100)).collect();
+        let start = Instant::now();
+        for text in &texts {
+            let now = guard::Now::current();
+            let call = guard::Call {
+                tool: "send_message",
+                fingerprint: 0,
+                incoming: Default::default(),
+                refers_to: Vec::new(),
+                to: Some("bob"),
+                text: Some(text),
+                read_only: false,
+            };
+            std::hint::black_box(g.check(now, &call).unwrap());
+            g.finished(now, guard::Outcome::Answered);
+        }
+        start.elapsed() / calls as u32
+    };
+    (timed(true), timed(false))
+}
+
 /// What checking that a host message decodes as a hub will decode it (depth,
 /// surrogates, number range) adds to reading its envelope: `parse_host` minus `parse`.
 fn decode_check_cost(calls: u64) -> Duration {
@@ -303,6 +358,7 @@ async fn main() {
     let size = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
     let guard_ns = guard_cost(100_000).as_nanos();
     let decode_ns = decode_check_cost(100_000).as_nanos();
+    let (forward_full, forward_empty) = forward_check_cost(5_000);
     println!("| measure | direct WebSocket | through aicp-bridge | difference |");
     println!("|---|---|---|---|");
     println!(
@@ -341,6 +397,12 @@ async fn main() {
     println!(
         "| of which: host message decoded as a hub would (in process, 100 000 calls) | | {:.2} µs | |",
         decode_ns as f64 / 1000.0
+    );
+    println!(
+        "| guard check of a 100-word send, forward tracker full (256 texts) vs empty (in process, 5 000 calls) | | {:.2} µs vs {:.2} µs | forwards add {:.2} µs per send |",
+        micros(forward_full),
+        micros(forward_empty),
+        micros(forward_full) - micros(forward_empty)
     );
     if let Some(cpu) = cpu_per_call {
         println!(

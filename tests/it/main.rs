@@ -7,6 +7,7 @@ mod bridge_and_hub;
 mod cli;
 mod fake_hub_selftest;
 mod faults;
+mod forwards;
 mod guard;
 mod hosts;
 mod lifecycle;

@@ -4,6 +4,7 @@
 //! the hub are the bridge's (`tests/it` at the workspace root).
 
 mod basics;
+mod forwards;
 mod inbox;
 mod listener;
 mod session;
