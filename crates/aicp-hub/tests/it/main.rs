@@ -6,5 +6,6 @@
 mod basics;
 mod inbox;
 mod listener;
+mod presence;
 mod session;
 mod support;
