@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(sc["recipient_online"], false, "{r}");
         assert_eq!(
             sc["note"],
-            "bob is offline; the message waits in bob's inbox (kept 1 minute)"
+            "bob is offline; the message waits in bob's inbox (kept 7 days)"
         );
         let r = tool(&shared, &alice, "list_agents", json!({})).await;
         let sc = &r["structuredContent"];
