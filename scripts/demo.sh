@@ -96,16 +96,14 @@ tool alice share_context '{"context_key":"release-plan","context_value":{"versio
 tool alice route_to_agent '{"message":"Please review the Rust code in crates/aicp-hub/src/session.rs before the 0.2 release","context":{"see":"aicp://context/release-plan"}}'
 call bob resources/read '{"uri":"aicp://shared-state"}'
 tool bob read_inbox '{"wait_ms":2000}'
-BOB_READ=$LAST
 MSG=$(grep -o '"message_id":"[^"]*"' <<<"$LAST" | head -n1 | cut -d'"' -f4 || true)
 [ -n "$MSG" ] || MSG=$(grep -o '"id":"msg-[^"]*"' <<<"$LAST" | head -n1 | cut -d'"' -f4)
 tool bob send_message "{\"to\":\"alice\",\"text\":\"Reviewed session.rs: ship it, one nit on the drain timeout.\",\"reply_to\":\"$MSG\"}"
 tool bob share_context '{"context_key":"review/session.rs","context_value":{"verdict":"approve","nits":1}}'
 tool alice read_inbox '{"wait_ms":2000}'
-NEXT=$(grep -o '"next_since":[0-9]*' <<<"$BOB_READ" | head -n1 | cut -d: -f2)
 tool alice orchestrate_collaboration '{"task":"- write docs/hub.md\n- review the store code\n- benchmark the hub"}'
-# since: acknowledges what bob already read, so only the new subtasks come back.
-tool bob read_inbox "{\"wait_ms\":2000,\"since\":${NEXT:-0}}"
+# read_inbox marked what bob already read, so only the new subtasks come back.
+tool bob read_inbox '{"wait_ms":2000}'
 
 exec {ALICE_W}>&- {BOB_W}>&-
 echo "done: two assistants shared context and handed each other work through the hub."

@@ -45,7 +45,11 @@ async fn forward_back_and_forth(
     for forward in 0..20usize {
         let (me, other) = &mut players[forward % 2];
         let inbox = me
-            .call_tool(format!("read-{forward}"), "read_inbox", json!({"wait_ms": 5000}))
+            .call_tool(
+                format!("read-{forward}"),
+                "read_inbox",
+                json!({"wait_ms": 5000}),
+            )
             .await;
         let messages = inbox["result"]["structuredContent"]["messages"]
             .as_array()
@@ -82,7 +86,10 @@ fn assert_stopped_at_max_hops(forwards: usize, refused: &Value) {
         (Some("max_hops"), Some(9)),
         "{refused}"
     );
-    assert_eq!(forwards, 8, "hops 2..=9 were made; passing on hops 9 is over max_hops 8");
+    assert_eq!(
+        forwards, 8,
+        "hops 2..=9 were made; passing on hops 9 is over max_hops 8"
+    );
     assert!(
         text.contains("alice → bob → alice → bob") && text.contains("first sent by alice at"),
         "{text}"
@@ -99,8 +106,7 @@ async fn the_same_text_forwarded_back_and_forth_stops_at_max_hops() {
 #[tokio::test]
 async fn a_prefix_added_on_each_round_still_stops_at_max_hops() {
     let hub = LocalHub::start(&[]).await;
-    let (forwards, refused) =
-        forward_back_and_forth(&hub, PLAN, |t| format!("FYI: {t}")).await;
+    let (forwards, refused) = forward_back_and_forth(&hub, PLAN, |t| format!("FYI: {t}")).await;
     assert_stopped_at_max_hops(forwards, &refused);
 }
 
@@ -137,7 +143,9 @@ async fn distinct_messages_and_a_reply_quoting_one_line_keep_their_counts() {
         .call_tool(1, "send_message", json!({"to": "bob", "text": report}))
         .await;
     assert_eq!(sent["result"]["isError"], false, "{sent}");
-    let inbox = bob.call_tool(2, "read_inbox", json!({"wait_ms": 5000})).await;
+    let inbox = bob
+        .call_tool(2, "read_inbox", json!({"wait_ms": 5000}))
+        .await;
     let id = inbox["result"]["structuredContent"]["messages"][0]["id"].clone();
     // Bob answers quoting one line: a turn of their conversation, not a forward.
     let reply = bob
@@ -148,7 +156,11 @@ async fn distinct_messages_and_a_reply_quoting_one_line_keep_their_counts() {
         )
         .await;
     let env = &reply["result"]["structuredContent"]["aixp"];
-    assert_eq!((env["hops"].as_u64(), env["turns"].as_u64()), (Some(1), Some(1)), "{reply}");
+    assert_eq!(
+        (env["hops"].as_u64(), env["turns"].as_u64()),
+        (Some(1), Some(1)),
+        "{reply}"
+    );
     // And a new message to someone else quoting that line starts its own chain.
     let carol = assistant(&hub, "carol").await;
     drop(carol);
@@ -159,7 +171,10 @@ async fn distinct_messages_and_a_reply_quoting_one_line_keep_their_counts() {
             json!({"to": "carol", "text": "Alice's status says: \"Two flaky tests in the network suite were quarantined by carol.\" Can you tell me which ones?"}),
         )
         .await;
-    assert_eq!(new["result"]["structuredContent"]["aixp"]["hops"], 1, "{new}");
+    assert_eq!(
+        new["result"]["structuredContent"]["aixp"]["hops"], 1,
+        "{new}"
+    );
     // Ten distinct messages in a row from alice to bob are ten new chains.
     for n in 0..10 {
         let sent = alice
@@ -169,6 +184,9 @@ async fn distinct_messages_and_a_reply_quoting_one_line_keep_their_counts() {
                 json!({"to": "bob", "text": format!("Note {n}: item {n} of the checklist is done and its notes are in section {n} of the doc.")}),
             )
             .await;
-        assert_eq!(sent["result"]["structuredContent"]["aixp"]["hops"], 1, "{sent}");
+        assert_eq!(
+            sent["result"]["structuredContent"]["aixp"]["hops"], 1,
+            "{sent}"
+        );
     }
 }

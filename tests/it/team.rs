@@ -23,6 +23,9 @@ async fn assistant(hub: &LocalHub, who: &str, extra: &[&str]) -> Bridge {
     let mut bridge = Bridge::serve_env(hub.url(), extra, &[("AICP_TOKEN", &token)]);
     let init = bridge.initialize("2025-11-25").await;
     assert!(init["result"].is_object(), "{init}");
+    // As every host does before calling a tool: the bridge learns which tools only read.
+    let tools = bridge.request("tools", "tools/list", json!({})).await;
+    assert!(tools["result"]["tools"].is_array(), "{tools}");
     bridge
 }
 
@@ -117,23 +120,24 @@ async fn a_thirty_turn_thread_is_a_conversation_and_a_courtesy_ping_pong_is_stop
         assert_eq!(structured(&sent)["aixp"]["hops"], 1, "{sent}");
         assert_eq!(structured(&sent)["aixp"]["turns"], turn, "{sent}");
     }
-    // Alice has bob's thirtieth reply waiting. She thanks him; he must not thank her back.
-    let inbox = tool(&mut alice, "read_inbox", json!({"wait_ms": 5000})).await;
+    // Bob has alice's thirtieth reply waiting. He thanks her; she must not thank him back.
+    let inbox = tool(&mut bob, "read_inbox", json!({"wait_ms": 5000})).await;
     let last = structured(&inbox)["messages"][0]["id"].clone();
-    assert_ne!(last, last_id);
+    assert!(last.is_string() && last != last_id, "{inbox}");
     let thanks = tool(
-        &mut alice,
+        &mut bob,
         "send_message",
-        json!({"to": "bob", "text": "Thanks a lot!", "reply_to": last}),
+        json!({"to": "alice", "text": "Thanks a lot!", "reply_to": last}),
     )
     .await;
     assert_eq!(thanks["isError"], false, "a first thanks is fine: {thanks}");
-    let inbox = tool(&mut bob, "read_inbox", json!({"wait_ms": 5000})).await;
+    let inbox = tool(&mut alice, "read_inbox", json!({"wait_ms": 5000})).await;
     let thanks_id = structured(&inbox)["messages"][0]["id"].clone();
+    assert!(thanks_id.is_string(), "{inbox}");
     let welcome = tool(
-        &mut bob,
+        &mut alice,
         "send_message",
-        json!({"to": "alice", "text": "You're welcome!", "reply_to": thanks_id}),
+        json!({"to": "bob", "text": "You're welcome!", "reply_to": thanks_id}),
     )
     .await;
     assert_eq!(welcome["isError"], true, "{welcome}");
@@ -141,7 +145,7 @@ async fn a_thirty_turn_thread_is_a_conversation_and_a_courtesy_ping_pong_is_stop
         welcome["_meta"]["aicp/guard"]["limit"], "courtesy",
         "{welcome}"
     );
-    println!("bob's assistant reads: {}", welcome["content"][0]["text"]);
+    println!("alice's assistant reads: {}", welcome["content"][0]["text"]);
 }
 
 #[tokio::test]
@@ -171,7 +175,7 @@ async fn a_naive_reader_sees_each_message_once_and_can_find_it_again() {
     let again = tool(&mut dave, "read_inbox", json!({})).await;
     assert_eq!(structured(&again)["messages"], json!([]), "{again}");
     let history = tool(&mut dave, "read_inbox", json!({"include_read": true})).await;
-    let read: Vec<&Value> = structured(&history)["messages"]
+    let read: Vec<&Value> = structured(&history)["read_earlier"]
         .as_array()
         .unwrap()
         .iter()

@@ -126,7 +126,10 @@ async fn waiting_for_a_colleague_is_not_a_loop() {
     let carol_waits = poll(&mut carol, "carol", "list_agents", started, |r| {
         r["result"]["structuredContent"]["agents"]
             .as_array()
-            .is_some_and(|a| a.iter().any(|a| a["identity"] == "bob"))
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|a| a["identity"] == "bob" && a["status"] == "online")
+            })
     });
     let (_bob, (alice_got, alice_calls, alice_refused), (carol_got, carol_calls, carol_refused)) =
         tokio::join!(colleague, alice_waits, carol_waits);

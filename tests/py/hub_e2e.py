@@ -110,7 +110,7 @@ async def main_phase(bridge, url, token_alice, token_bob, bad_token):
         check(env["hops"] == 1 and env["origin"].startswith("aicp-bridge-") and env["id"] == routed_id,
               f"the message carries the AIXP envelope continued from alice's bridge: {env}")
         check(json.loads(r.content[0].text) == sc, "read_inbox text block is the same JSON")
-        bob_cursor = sc["next_since"]
+        check(sc["marked_read"] and msgs[0]["read_at"] and msgs[0]["sent_at"].endswith("Z"), "read_inbox marks what it returns as read (ISO 8601 times)")
 
         r, sc = await tool(bob, "send_message", {"to": "alice", "text": "Reviewed: ship it", "reply_to": routed_id})
         check(sc.get("status") == "delivered", "bob answers with send_message (reply_to)")
@@ -124,19 +124,22 @@ async def main_phase(bridge, url, token_alice, token_bob, bad_token):
 
         r, sc = await tool(alice, "orchestrate_collaboration", {"task": "write the docs; review the store; run the benchmark", "agents": ["bob"]})
         check(len(sc["subtasks"]) == 3 and all(s["agent"] == "bob" and s["delivered"] for s in sc["subtasks"]), "orchestrate_collaboration assigns and delivers every subtask")
-        r, sc2 = await tool(bob, "read_inbox", {"since": bob_cursor})
-        check(len(sc2["messages"]) == 3 and sc["plan_id"] in sc2["messages"][0]["text"], "bob receives the three subtasks")
-
         body = await bob.read_resource("aicp://inbox/bob")
-        check(len(json.loads(body.contents[0].text)["messages"]) == 3, "the inbox resource shows unread messages")
+        check(len(json.loads(body.contents[0].text)["messages"]) == 3, "the inbox resource shows unread messages (without marking them)")
+        r, sc2 = await tool(bob, "read_inbox", {})
+        check(len(sc2["messages"]) == 3 and sc["plan_id"] in sc2["messages"][0]["text"], "bob receives the three subtasks, and only them")
+        body = await bob.read_resource("aicp://inbox/bob")
+        check(json.loads(body.contents[0].text)["messages"] == [], "read_inbox marked them read")
 
         prompts = {p.name: p for p in (await alice.list_prompts()).prompts}
-        check(set(prompts) == {"analyze_task", "collaboration_request"}, "prompts/list")
+        check(set(prompts) == {"analyze_task", "collaboration_request", "check_requests"}, "prompts/list")
         check([a.name for a in prompts["analyze_task"].arguments] == ["task", "context"], "analyze_task declares its arguments")
         p = await alice.get_prompt("analyze_task", {"task": "ship 0.2"})
         check(p.messages[0].content.type == "text" and "Task: ship 0.2" in p.messages[0].content.text, "prompts/get analyze_task substitutes")
         p = await alice.get_prompt("collaboration_request", {"task": "review", "partner": "bob"})
         check("to bob" in p.messages[0].content.text, "prompts/get collaboration_request substitutes")
+        p = await alice.get_prompt("check_requests", {})
+        check("read_inbox" in p.messages[0].content.text and "reply_to" in p.messages[0].content.text, "prompts/get check_requests")
 
         r, sc = await tool(alice, "send_message", {"to": "bob", "text": "for after the restart"})
         check(sc.get("status") == "delivered", "a message left unread for after the restart")

@@ -1,7 +1,8 @@
 //! Who is connected right now: one entry per connection (an identity may hold
-//! several), what each declared at `initialize`, and the wake-ups that go with
-//! it: a per-identity inbox signal for long-polls and a broadcast of changed
-//! resource URIs that sessions filter by their subscriptions.
+//! several), what each declared at `initialize`, each session's "last looked"
+//! inbox cursor, and the wake-ups that go with it: a per-identity inbox signal
+//! for long-polls and a broadcast of changed resource URIs that sessions filter
+//! by their subscriptions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,6 +31,12 @@ pub(crate) struct Agent {
 
 pub(crate) struct Presence {
     agents: Mutex<HashMap<u64, Agent>>,
+    /// Per connection, the highest message seq of its identity's inbox this
+    /// session has been shown or told about: messages after it that another
+    /// session of the identity read are reported to it (`read_by_other_sessions`).
+    /// One entry per live connection (bounded by `--max-connections`), set at
+    /// join, removed at leave.
+    looked: Mutex<HashMap<u64, u64>>,
     /// Bumped when a message for that identity is stored; long-polls wait on it.
     inboxes: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// URIs whose content changed (`aicp://shared-state`, `aicp://context/k`, `aicp://inbox/a`).
@@ -41,6 +48,7 @@ impl Default for Presence {
     fn default() -> Presence {
         Presence {
             agents: Mutex::default(),
+            looked: Mutex::default(),
             inboxes: Mutex::default(),
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             next_connection: AtomicU64::new(1),
@@ -67,6 +75,40 @@ impl Presence {
 
     pub(crate) fn leave(&self, connection: u64) {
         self.agents.lock().unwrap().remove(&connection);
+        self.looked.lock().unwrap().remove(&connection);
+    }
+
+    /// Starts (or restarts, when `initialize` renamed the session) a session's
+    /// "last looked" cursor at its identity's highest message seq.
+    pub(crate) fn start_looking(&self, connection: u64, seq: u64) {
+        self.looked.lock().unwrap().insert(connection, seq);
+    }
+
+    /// The session's "last looked" cursor; None for a connection that is not live.
+    pub(crate) fn looked(&self, connection: u64) -> Option<u64> {
+        self.looked.lock().unwrap().get(&connection).copied()
+    }
+
+    /// Moves the cursor forward to `seq` (never back); nothing for a connection that left.
+    pub(crate) fn looked_through(&self, connection: u64, seq: u64) {
+        if let Some(c) = self.looked.lock().unwrap().get_mut(&connection) {
+            *c = (*c).max(seq);
+        }
+    }
+
+    /// One connection's entry.
+    pub(crate) fn agent(&self, connection: u64) -> Option<Agent> {
+        self.agents.lock().unwrap().get(&connection).cloned()
+    }
+
+    /// How many sessions `identity` holds now.
+    pub(crate) fn sessions_of(&self, identity: &str) -> usize {
+        self.agents
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|a| a.identity == identity)
+            .count()
     }
 
     /// Every connection, ordered by identity then connection.
@@ -137,7 +179,8 @@ impl Presence {
             .subscribe()
     }
 
-    /// A message for `identity` was stored: wake its long-polls and its subscribed sessions.
+    /// A message for `identity` was stored or read: wake its long-polls (a
+    /// read wakes the identity's other sessions, to tell them) and its subscribed sessions.
     pub(crate) fn inbox_changed(&self, identity: &str) {
         if let Some(tx) = self.inboxes.lock().unwrap().get(identity) {
             tx.send_modify(|n| *n += 1);

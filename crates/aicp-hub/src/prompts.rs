@@ -1,5 +1,7 @@
 //! The hub's prompts, with declared arguments substituted into proper text
-//! content blocks: `analyze_task` and `collaboration_request`, as the original hub names them.
+//! content blocks: `analyze_task` and `collaboration_request`, as the original
+//! hub names them, and `check_requests`, which has the model read its inbox
+//! and answer what teammates asked.
 
 use serde_json::{Value, json};
 
@@ -19,7 +21,10 @@ pub(crate) fn list() -> Value {
             {"name": "task", "description": "What you need done", "required": true},
             {"name": "partner", "description": "The agent to ask (default: whoever fits)", "required": false},
             {"name": "deadline", "description": "When it is needed", "required": false}
-         ]}
+         ]},
+        {"name": "check_requests", "title": "Check and answer my requests",
+         "description": "Read my inbox, answer each request from my teammates, and tell me what was done",
+         "arguments": []}
     ]})
 }
 
@@ -56,17 +61,32 @@ pub(crate) fn get(params: &Value) -> Result<Value, ErrorData> {
             let partner = arg("partner").unwrap_or("the best-suited agent on the hub");
             let mut text = format!(
                 "Write a short, self-contained request to {partner} asking for help with: {task}\n\
+                 If you do not know who should do it, call list_agents first: it shows each person's capabilities, \
+                 and people shown offline still receive messages in their inbox. \
                  Say what you need back and in what form, then send it with the send_message tool \
-                 (or route_to_agent if you do not know who should do it).\n\
+                 (or route_to_agent if no one fits by name), and note the message_id it returns.\n\
                  Then wait for the answer with read_inbox and wait_ms 30000: each call returns as soon as \
-                 a message arrives, or after 30 s with none; call it again the same way (passing next_since) \
-                 until the answer is there, or tell the user you are still waiting. Do not send the request again."
+                 a message arrives, or after 30 s with none; call it again the same way until the answer is there \
+                 (its reply_to is your message_id), or tell the user you are still waiting. Do not send the request again. \
+                 If the answer needs a follow-up, send it with send_message and reply_to = the answer's id."
             );
             if let Some(d) = arg("deadline") {
                 text.push_str(&format!("\nDeadline: {d}"));
             }
             (format!("Collaboration request: {task}"), text)
         }
+        "check_requests" => (
+            "Check and answer my requests".to_owned(),
+            "Check my AICP inbox and answer my teammates' requests.\n\
+             1. Call read_inbox. It returns my unread messages, oldest first, and marks them read; if `pending` is \
+             above 0, call it again until it is 0. Messages under read_by_other_sessions were already read by another \
+             session of mine: mention them, but answer them only if that session did not.\n\
+             2. For each request, do what it asks if you can, then answer it with send_message(to = the message's from, \
+             reply_to = the message's id). If you cannot do it, answer anyway and say why, so nobody waits in vain.\n\
+             3. If the inbox is empty, say so; to wait for requests, call read_inbox with wait_ms 30000.\n\
+             4. Finally tell me what you received, from whom, what you answered, and anything left open."
+                .to_owned(),
+        ),
         other => {
             return Err(rpc::invalid_params(format!("unknown prompt {other:?}")));
         }
@@ -106,5 +126,33 @@ mod tests {
                 .contains("to bob")
         );
         assert!(get(&json!({"name": "nope"})).is_err());
+    }
+
+    #[test]
+    fn check_requests_tells_the_model_to_read_its_inbox_and_answer_with_reply_to() {
+        assert!(
+            list()["prompts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "check_requests")
+        );
+        let r = get(&json!({"name": "check_requests"})).unwrap();
+        let text = r["messages"][0]["content"]["text"].as_str().unwrap();
+        for needed in [
+            "read_inbox",
+            "send_message",
+            "reply_to",
+            "pending",
+            "wait_ms",
+        ] {
+            assert!(text.contains(needed), "{needed}: {text}");
+        }
+        let r = get(&json!({"name": "collaboration_request", "arguments": {"task": "t"}})).unwrap();
+        let text = r["messages"][0]["content"]["text"].as_str().unwrap();
+        for needed in ["list_agents", "reply_to", "offline", "wait_ms 30000"] {
+            assert!(text.contains(needed), "{needed}: {text}");
+        }
+        assert!(!text.contains("next_since"), "{text}");
     }
 }

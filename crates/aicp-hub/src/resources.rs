@@ -1,7 +1,7 @@
 //! The hub's resources: `aicp://shared-state` (the whole snapshot as one JSON
 //! object, values as JSON), `aicp://context/{key}` (one value) and
-//! `aicp://inbox/{agent}` (the caller's own unread messages, without
-//! acknowledging them). Subscriptions are per session (see `session.rs`).
+//! `aicp://inbox/{agent}` (the caller's own unread messages: a peek, it never
+//! marks them read; `read_inbox` does). Subscriptions are per session (see `session.rs`).
 
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::auth::Scope;
 use super::presence::{CONTEXT_URI_PREFIX, INBOX_URI_PREFIX, SHARED_STATE_URI, inbox_uri};
 use super::rpc::{self, ErrorData, ErrorDataExt};
-use super::tools::{INBOX_PAGE, INBOX_PAGE_BYTES, with_store};
+use super::store::InboxRead;
+use super::tools::{INBOX_PAGE, INBOX_PAGE_BYTES, message_view, with_store};
 use super::{Caller, Shared, now_ms};
 use aicp_proto::codes::{self, RESOURCE_NOT_FOUND};
 
@@ -23,7 +24,7 @@ pub(crate) fn list(caller: &Caller) -> Value {
         {"uri": SHARED_STATE_URI, "name": "shared-state", "title": "Shared state",
          "description": "Every shared context key and its JSON value", "mimeType": JSON},
         {"uri": inbox_uri(&caller.identity), "name": "inbox", "title": "My inbox",
-         "description": "Unread messages for this agent (reading does not acknowledge; read_inbox does)", "mimeType": JSON},
+         "description": "Unread messages for this agent, oldest first; reading this never marks them read (read_inbox does)", "mimeType": JSON},
     ]})
 }
 
@@ -32,7 +33,7 @@ pub(crate) fn templates() -> Value {
         {"uriTemplate": "aicp://context/{key}", "name": "context", "title": "One shared context value",
          "description": "The JSON value shared under {key}", "mimeType": JSON},
         {"uriTemplate": "aicp://inbox/{agent}", "name": "inbox", "title": "An agent's inbox",
-         "description": "Unread messages for {agent}; only the agent itself may read it", "mimeType": JSON},
+         "description": "Unread messages for {agent} (a peek: nothing is marked read); only the agent itself may read it", "mimeType": JSON},
     ]})
 }
 
@@ -105,12 +106,24 @@ pub(crate) async fn read(
             }
             Err(e) => Err(e),
         },
-        // Paged by bytes like read_inbox, so one read stays far below the bridge's message limit.
+        // Paged by bytes like read_inbox, so one read stays far below the
+        // bridge's message limit. A peek: a resource read never marks.
         Target::Inbox(agent) => with_store(shared, move |s| {
-            s.inbox_page(&agent, 0, now_ms(), INBOX_PAGE, INBOX_PAGE_BYTES)
+            s.inbox_page(&InboxRead {
+                recipient: &agent,
+                mark_as: None,
+                include_read: false,
+                read_elsewhere_after: None,
+                now_ms: now_ms(),
+                max_messages: INBOX_PAGE,
+                max_bytes: INBOX_PAGE_BYTES,
+            })
         })
         .await
-        .map(|p| json!({"messages": p.messages, "more": p.pending > 0, "pending": p.pending})),
+        .map(|p| {
+            let messages: Vec<Value> = p.messages.iter().map(message_view).collect();
+            json!({"messages": messages, "more": p.pending > 0, "pending": p.pending})
+        }),
     }
     .map_err(|e| rpc::err(codes::INTERNAL_ERROR, e.to_string()))?;
     Ok(json!({"contents": [{"uri": uri, "mimeType": JSON, "text": body.to_string()}]}))

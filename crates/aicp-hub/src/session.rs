@@ -129,6 +129,7 @@ pub(crate) async fn run<S>(
         capabilities: Vec::new(),
         connected_at: now_ms(),
     });
+    joined(&shared, connection, &caller.identity, !anonymous).await;
     info!(connection, identity = %caller.identity, "agent connected");
     let keepalive = shared.settings.keepalive;
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(OUTGOING_QUEUE);
@@ -272,7 +273,33 @@ pub(crate) async fn run<S>(
         token.cancel();
     }
     shared.presence.leave(connection);
+    // Offline from now: list_agents shows when this identity was last here.
+    let identity = caller.identity.clone();
+    if let Err(e) = tools::with_store(&shared, move |s| s.agent_touched(&identity, now_ms())).await
+    {
+        warn!(error = %e, "recording when the agent left failed");
+    }
     info!(connection, identity = %caller.identity, "agent disconnected");
+}
+
+/// A session joined `identity` (at connect, or again when `initialize`
+/// renamed it): its inbox cursor starts at what is there now (so it is told
+/// only about reads by other sessions from now on), and a known identity's
+/// `last_seen` moves to now.
+async fn joined(shared: &Arc<Shared>, connection: u64, identity: &str, known: bool) {
+    let who = identity.to_owned();
+    let seq = tools::with_store(shared, move |s| {
+        if known {
+            s.agent_touched(&who, now_ms())?;
+        }
+        s.last_seq(&who)
+    })
+    .await;
+    match seq {
+        Ok(seq) => shared.presence.start_looking(connection, seq),
+        // Without a cursor the session is not told about other sessions' reads; it still reads its inbox.
+        Err(e) => warn!(error = %e, "reading the inbox's position failed"),
+    }
 }
 
 /// The next keepalive tick, or never when keepalive is off.
@@ -727,7 +754,9 @@ where
             .pointer("/clientInfo/version")
             .and_then(Value::as_str)
             .map(|s| s.chars().take(64).collect::<String>());
-        let capabilities: Vec<String> = params
+        // None: the client declared nothing (no `capabilities` key), so this
+        // identity keeps what it declared before; a list, even empty, replaces it.
+        let declared: Option<Vec<String>> = params
             .pointer("/_meta")
             .and_then(|m| m.get(AGENT_META_KEY))
             .and_then(|a| a.get("capabilities"))
@@ -744,8 +773,7 @@ where
                     .filter(|c| !c.is_empty())
                     .take(MAX_CAPABILITIES)
                     .collect()
-            })
-            .unwrap_or_default();
+            });
         let mut new = (**caller).clone();
         // --open: no token names the agent, so the client does, made unique by the connection number.
         if self.anonymous {
@@ -762,7 +790,21 @@ where
                 })
                 .collect();
             new.identity = format!("{base}-{}", new.connection);
+            joined(&self.shared, new.connection, &new.identity, false).await;
         }
+        let capabilities = match declared {
+            Some(caps) => caps,
+            None => {
+                let who = new.identity.clone();
+                match tools::with_store(&self.shared, move |s| s.agent(&who)).await {
+                    Ok(rec) => rec.map(|r| r.capabilities).unwrap_or_default(),
+                    Err(e) => {
+                        warn!(error = %e, "reading the stored capabilities failed");
+                        Vec::new()
+                    }
+                }
+            }
+        };
         let agent = self.shared.presence.update(new.connection, |a| {
             a.identity = new.identity.clone();
             a.client_name = client_name.clone();
@@ -791,16 +833,29 @@ where
                 "logging": {}
             },
             "serverInfo": {"name": "aicp-bridge-hub", "title": "AICP local hub", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": format!(
-                "You are connected to an AICP hub as `{}` (capabilities: {}). Share context with share_context, \
-                 see who is here with list_agents, hand work to others with route_to_agent, send_message or \
-                 orchestrate_collaboration, and read what others sent you with read_inbox.",
-                new.identity,
-                if capabilities.is_empty() { "none declared".to_owned() } else { capabilities.join(", ") }
-            ),
+            "instructions": instructions(&new.identity, &capabilities),
         });
         (result, Arc::new(new))
     }
+}
+
+/// The server instructions: who the model is here, that work arrives in its
+/// inbox and how to answer it, how to wait, and that offline people still get messages.
+fn instructions(identity: &str, capabilities: &[String]) -> String {
+    let caps = if capabilities.is_empty() {
+        "none declared".to_owned()
+    } else {
+        capabilities.join(", ")
+    };
+    format!(
+        "You are connected to an AICP hub as `{identity}` (capabilities: {caps}), where your teammates' \
+         assistants send you work. At the start of a task, and when you finish one, call read_inbox: it returns \
+         your unread messages, oldest first, and marks them read (peek: true only looks). Answer a message with \
+         send_message(to = its from, reply_to = its id). To wait for an answer, call read_inbox with wait_ms 30000 \
+         and repeat it until the answer arrives; do not send the request again. list_agents shows everyone the hub \
+         knows: people shown offline still receive messages in their inbox. Share context with share_context; \
+         hand work to others with send_message, route_to_agent or orchestrate_collaboration."
+    )
 }
 
 /// The error that replaces an answer over the connection's answer limit: the

@@ -1,5 +1,5 @@
-//! Durable hub state behind a small trait: shared context, messages until read
-//! or expired, and the agents seen. The default is SQLite (bundled, WAL) in the
+//! Durable hub state behind a small trait: shared context, messages until they
+//! expire (marked read, not deleted, when a session reads them), and the agents seen. The default is SQLite (bundled, WAL) in the
 //! data dir; a Redis-backed store for several hub replicas would implement the
 //! same trait. Every write is one transaction: a write that fails (disk full,
 //! read-only, a limit) returns an error and leaves what was stored untouched.
@@ -108,19 +108,44 @@ pub struct Message {
     /// Unix milliseconds.
     pub created_at: u64,
     pub aixp: Envelope,
+    /// When a session first read it (unix milliseconds); None while unread.
+    pub read_at: Option<u64>,
+    /// Which session read it, as a label a person recognises ("connection 7 (Claude Desktop)").
+    pub read_by: Option<String>,
 }
 
-/// One page of a recipient's inbox, after acknowledging what the caller may acknowledge.
-#[derive(Debug, Clone, PartialEq)]
+/// What one inbox read asks for. Every list is bounded by `max_messages` and
+/// `max_bytes` of message JSON on its own, and holds at least one message when
+/// there is any, so a reader always makes progress.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxRead<'a> {
+    pub recipient: &'a str,
+    /// The reading session's label: what it is returned is marked read by it.
+    /// None is a peek: nothing is marked.
+    pub mark_as: Option<&'a str>,
+    /// Also return the most recently read messages (read before this call).
+    pub include_read: bool,
+    /// Report messages above this seq that sessions other than the named one
+    /// read (the caller's "last looked" cursor and its own label).
+    pub read_elsewhere_after: Option<(u64, &'a str)>,
+    pub now_ms: u64,
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+/// One page of a recipient's inbox.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InboxPage {
-    /// Unexpired messages after `acked_through`, oldest first.
+    /// Unread, unexpired messages, oldest first; marked read by this call unless it peeked.
     pub messages: Vec<Message>,
-    /// What was actually acknowledged (deleted): `since` clamped to the highest
-    /// seq this recipient has ever been handed, so a cursor from the future
-    /// (or another inbox) cannot delete messages nobody has read.
-    pub acked_through: u64,
     /// Unread, unexpired messages after this page (0 when the page holds them all).
     pub pending: u64,
+    /// With `include_read`: the most recently read messages, oldest first.
+    pub read: Vec<Message>,
+    /// Messages after the cursor read by another session, oldest first.
+    pub read_elsewhere: Vec<Message>,
+    /// More such messages than fit in `read_elsewhere`.
+    pub read_elsewhere_more: bool,
 }
 
 /// An agent the hub has seen connect, kept across restarts.
@@ -152,11 +177,12 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
-    /// [`Store::inbox_page`] without a byte bound: the messages alone.
+    /// Up to `limit` unread, unexpired messages after seq `after`, oldest
+    /// first, without marking them: a peek.
     fn read_inbox(
         &self,
         recipient: &str,
-        ack_through: u64,
+        after: u64,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError>;
@@ -164,23 +190,22 @@ pub trait Store: Send + Sync + 'static {
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
     fn agent_seen(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     fn agents_seen(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// One agent's record, if it was ever seen.
+    fn agent(&self, identity: &str) -> Result<Option<AgentRecord>, StoreError>;
+    /// Moves a known agent's `last_seen` to `now_ms` (a session joined or left); unknown ones are not added.
+    fn agent_touched(&self, identity: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// The highest message seq ever stored for `recipient` (0 when none):
+    /// where a new session's "last looked" cursor starts.
+    fn last_seq(&self, recipient: &str) -> Result<u64, StoreError>;
     /// Bytes the store occupies (for /metrics).
     fn size_bytes(&self) -> u64;
     /// Flushes the write-ahead log into the database; called once at shutdown.
     fn close(&self) -> Result<(), StoreError>;
-    /// Deletes `recipient`'s messages up to `since` but never beyond the
-    /// highest seq this recipient has been handed (by this call or earlier
-    /// ones), then returns up to `max_messages` unexpired ones after that,
-    /// oldest first, stopping before `max_bytes` of message JSON (always at
-    /// least one). Records the last one returned as handed out.
-    fn inbox_page(
-        &self,
-        recipient: &str,
-        since: u64,
-        now_ms: u64,
-        max_messages: usize,
-        max_bytes: usize,
-    ) -> Result<InboxPage, StoreError>;
+    /// One read of `q.recipient`'s inbox, in one transaction: the oldest
+    /// unread messages (up to the bounds, always at least one), marked read by
+    /// `q.mark_as` unless it is None; two readers never both get a message as
+    /// unread. With the lists `q` asks for (see [`InboxRead`]).
+    fn inbox_page(&self, q: &InboxRead<'_>) -> Result<InboxPage, StoreError>;
     /// Deletes a shared-context key; false when there was none.
     fn delete_state(&self, key: &str) -> Result<bool, StoreError>;
     /// `hub revoke`: tokens for `subject` issued before `not_before` (unix seconds) are
@@ -245,6 +270,7 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Tables first; the added columns, then [`TRIGGERS`], once the columns they name exist.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_state (
   key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);
@@ -252,13 +278,13 @@ CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
   recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
   hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL,
-  turns INTEGER NOT NULL DEFAULT 0, trail TEXT, started_at INTEGER NOT NULL DEFAULT 0);
+  read_at INTEGER, read_by TEXT, turns INTEGER NOT NULL DEFAULT 0, trail TEXT,
+  started_at INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(recipient, seq);
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at);
 DROP INDEX IF EXISTS messages_sender;
 DROP INDEX IF EXISTS shared_state_writer;
-CREATE TABLE IF NOT EXISTS inbox_delivered (
-  recipient TEXT PRIMARY KEY, through INTEGER NOT NULL);
+DROP TABLE IF EXISTS inbox_delivered;
 CREATE TABLE IF NOT EXISTS agents (
   identity TEXT PRIMARY KEY, client_name TEXT, client_version TEXT, capabilities TEXT NOT NULL,
   last_seen INTEGER NOT NULL);
@@ -268,6 +294,23 @@ CREATE TABLE IF NOT EXISTS context_usage (
   identity TEXT PRIMARY KEY, bytes INTEGER NOT NULL, keys INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending_usage (
   sender TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+";
+
+/// Columns added since the first release, for databases created before them:
+/// (column, its declaration). Added when `PRAGMA table_info` lacks them.
+const MESSAGE_COLUMNS_ADDED: &[(&str, &str)] = &[
+    ("read_at", "read_at INTEGER"),
+    ("read_by", "read_by TEXT"),
+    ("turns", "turns INTEGER NOT NULL DEFAULT 0"),
+    ("trail", "trail TEXT"),
+    ("started_at", "started_at INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Indexes and triggers, created once the columns they name exist.
+/// `pending_usage` counts only unread messages: marking one read releases its
+/// sender's quota, and deleting a read one (expiry) changes nothing.
+const TRIGGERS: &str = "
+CREATE INDEX IF NOT EXISTS messages_unread ON messages(recipient, seq) WHERE read_at IS NULL;
 CREATE TRIGGER IF NOT EXISTS context_usage_insert AFTER INSERT ON shared_state BEGIN
   INSERT INTO context_usage SELECT NEW.updated_by, 0, 0
     WHERE NOT EXISTS (SELECT 1 FROM context_usage WHERE identity = NEW.updated_by);
@@ -298,7 +341,13 @@ CREATE TRIGGER IF NOT EXISTS pending_usage_insert AFTER INSERT ON messages BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM pending_usage WHERE sender = NEW.sender);
   UPDATE pending_usage SET bytes = bytes + octet_length(NEW.text) WHERE sender = NEW.sender;
 END;
-CREATE TRIGGER IF NOT EXISTS pending_usage_delete AFTER DELETE ON messages BEGIN
+DROP TRIGGER IF EXISTS pending_usage_delete;
+CREATE TRIGGER IF NOT EXISTS pending_usage_delete_unread AFTER DELETE ON messages
+  WHEN OLD.read_at IS NULL BEGIN
+  UPDATE pending_usage SET bytes = bytes - octet_length(OLD.text) WHERE sender = OLD.sender;
+END;
+CREATE TRIGGER IF NOT EXISTS pending_usage_read AFTER UPDATE OF read_at ON messages
+  WHEN OLD.read_at IS NULL AND NEW.read_at IS NOT NULL BEGIN
   UPDATE pending_usage SET bytes = bytes - octet_length(OLD.text) WHERE sender = OLD.sender;
 END;
 ";
@@ -310,7 +359,8 @@ DELETE FROM context_usage;
 INSERT INTO context_usage SELECT updated_by, sum(octet_length(key) + octet_length(value)), count(*)
   FROM shared_state GROUP BY updated_by;
 DELETE FROM pending_usage;
-INSERT INTO pending_usage SELECT sender, sum(octet_length(text)) FROM messages GROUP BY sender;
+INSERT INTO pending_usage SELECT sender, sum(octet_length(text)) FROM messages
+  WHERE read_at IS NULL GROUP BY sender;
 ";
 
 impl SqliteStore {
@@ -340,14 +390,8 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The schema first: the size limit is for what clients write, not for the tables.
         conn.execute_batch(SCHEMA)?;
-        add_column_if_missing(&conn, "messages", "turns", "INTEGER NOT NULL DEFAULT 0")?;
-        add_column_if_missing(&conn, "messages", "trail", "TEXT")?;
-        add_column_if_missing(
-            &conn,
-            "messages",
-            "started_at",
-            "INTEGER NOT NULL DEFAULT 0",
-        )?;
+        add_missing_columns(&conn, "messages", MESSAGE_COLUMNS_ADDED)?;
+        conn.execute_batch(TRIGGERS)?;
         conn.execute_batch(&format!("BEGIN; {RECOUNT_USAGE} COMMIT;"))?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let max_pages =
@@ -373,6 +417,25 @@ impl SqliteStore {
             _ => StoreError::Write(e),
         }
     }
+}
+
+/// Adds the columns `table` lacks (a database from an older hub); adding
+/// nothing when they are there makes it safe to run at every open.
+fn add_missing_columns(
+    conn: &Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare(&format!("PRAGMA table_info({table})"))?
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    for (name, decl) in columns {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {decl}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the data dir readable by its owner only: it holds messages and the JWT secret.
@@ -413,27 +476,6 @@ fn create_private_files(db: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Adds a column a store written by an older hub lacks (`CREATE TABLE IF NOT
-/// EXISTS` leaves an existing table as it was).
-fn add_column_if_missing(
-    conn: &Connection,
-    table: &str,
-    column: &str,
-    declaration: &str,
-) -> rusqlite::Result<()> {
-    let exists: bool = conn.query_row(
-        &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
-        [column],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        conn.execute_batch(&format!(
-            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-        ))?;
-    }
-    Ok(())
-}
-
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let id: String = r.get(1)?;
     Ok(Message {
@@ -447,25 +489,64 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             version: aicp_proto::aixp::AIXP_VERSION.into(),
             id: id.clone(),
             hops: r.get(7)?,
-            turns: r.get(10)?,
+            turns: r.get(12)?,
             origin: r.get(8)?,
             expires_at: r.get::<_, i64>(9)? as u64,
             trail: r
-                .get::<_, Option<String>>(11)?
+                .get::<_, Option<String>>(13)?
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default(),
-            started_at: r.get::<_, i64>(12)? as u64,
+            started_at: r.get::<_, i64>(14)? as u64,
         },
+        read_at: r.get::<_, Option<i64>>(10)?.map(|t| t.max(0) as u64),
+        read_by: r.get(11)?,
         id,
     })
 }
 
-/// A message's size as the JSON a page carries it in (what paging by bytes counts).
-pub fn message_json_bytes(m: &Message) -> usize {
-    serde_json::to_vec(m).map_or(0, |v| v.len())
+fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let caps: String = r.get(3)?;
+    Ok(AgentRecord {
+        identity: r.get(0)?,
+        client_name: r.get(1)?,
+        client_version: r.get(2)?,
+        capabilities: serde_json::from_str(&caps).unwrap_or_default(),
+        last_seen: r.get::<_, i64>(4)? as u64,
+    })
 }
 
-const MESSAGE_COLUMNS: &str = "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, turns, trail, started_at";
+/// Room a result takes per message beyond its stored fields: three ISO 8601
+/// times with their keys and a `read_by` label ("connection N (client)", the
+/// client name cut to 64 characters).
+const MESSAGE_VIEW_ALLOWANCE: usize = 256;
+
+/// A message's size as the JSON a page carries it in (what paging by bytes
+/// counts): its fields, plus [`MESSAGE_VIEW_ALLOWANCE`] for what results add.
+pub fn message_json_bytes(m: &Message) -> usize {
+    serde_json::to_vec(m).map_or(0, |v| v.len()) + MESSAGE_VIEW_ALLOWANCE
+}
+
+const MESSAGE_COLUMNS: &str = "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, read_at, read_by, turns, trail, started_at";
+
+/// Collects messages from `rows` until `max_bytes` of their JSON (always at
+/// least one); true when a row was left over.
+fn bounded_messages(
+    rows: &mut rusqlite::Rows<'_>,
+    max_bytes: usize,
+) -> Result<(Vec<Message>, bool), StoreError> {
+    let mut messages = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next().map_err(StoreError::Read)? {
+        let m = row_to_message(row).map_err(StoreError::Read)?;
+        let len = message_json_bytes(&m);
+        if !messages.is_empty() && bytes.saturating_add(len) > max_bytes {
+            return Ok((messages, true));
+        }
+        bytes = bytes.saturating_add(len);
+        messages.push(m);
+    }
+    Ok((messages, false))
+}
 
 impl Store for SqliteStore {
     fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
@@ -566,7 +647,7 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(|e| self.write_err(e))?;
         let n: i64 = tx
             .query_row(
-                "SELECT count(*) FROM messages WHERE recipient = ?1 AND expires_at > ?2",
+                "SELECT count(*) FROM messages WHERE recipient = ?1 AND read_at IS NULL AND expires_at > ?2",
                 params![m.to, m.created_at as i64],
                 |r| r.get(0),
             )
@@ -577,8 +658,8 @@ impl Store for SqliteStore {
                 max: self.limits.max_inbox,
             });
         }
-        // Kept by triggers on insert and delete; expired messages count until the
-        // purge (every minute) removes them.
+        // Kept by triggers on insert, read and delete; expired unread messages
+        // count until the purge (every minute) removes them.
         let pending: i64 = tx
             .prepare_cached("SELECT bytes FROM pending_usage WHERE sender = ?1")
             .and_then(|mut s| s.query_row([&m.from], |r| r.get(0)).optional())
@@ -639,12 +720,23 @@ impl Store for SqliteStore {
     fn read_inbox(
         &self,
         recipient: &str,
-        ack_through: u64,
+        after: u64,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        self.inbox_page(recipient, ack_through, now_ms, limit, usize::MAX)
-            .map(|p| p.messages)
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND read_at IS NULL AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
+            ))
+            .map_err(StoreError::Read)?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![recipient, after, now, limit])
+            .map_err(StoreError::Read)?;
+        bounded_messages(&mut rows, usize::MAX).map(|(m, _)| m)
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
@@ -674,19 +766,33 @@ impl Store for SqliteStore {
         let mut stmt = conn
             .prepare_cached("SELECT identity, client_name, client_version, capabilities, last_seen FROM agents ORDER BY identity")
             .map_err(StoreError::Read)?;
-        let rows = stmt
-            .query_map([], |r| {
-                let caps: String = r.get(3)?;
-                Ok(AgentRecord {
-                    identity: r.get(0)?,
-                    client_name: r.get(1)?,
-                    client_version: r.get(2)?,
-                    capabilities: serde_json::from_str(&caps).unwrap_or_default(),
-                    last_seen: r.get::<_, i64>(4)? as u64,
-                })
-            })
-            .map_err(StoreError::Read)?;
+        let rows = stmt.query_map([], row_to_agent).map_err(StoreError::Read)?;
         rows.collect::<Result<_, _>>().map_err(StoreError::Read)
+    }
+
+    fn agent(&self, identity: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.lock()
+            .prepare_cached("SELECT identity, client_name, client_version, capabilities, last_seen FROM agents WHERE identity = ?1")
+            .and_then(|mut s| s.query_row([identity], row_to_agent).optional())
+            .map_err(StoreError::Read)
+    }
+
+    fn agent_touched(&self, identity: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE agents SET last_seen = max(last_seen, ?2) WHERE identity = ?1",
+                params![identity, now_ms as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.write_err(e))
+    }
+
+    fn last_seq(&self, recipient: &str) -> Result<u64, StoreError> {
+        self.lock()
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM messages WHERE recipient = ?1")
+            .and_then(|mut s| s.query_row([recipient], |r| r.get::<_, i64>(0)))
+            .map(|n| n.max(0) as u64)
+            .map_err(StoreError::Read)
     }
 
     fn size_bytes(&self) -> u64 {
@@ -708,74 +814,86 @@ impl Store for SqliteStore {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| self.write_err(e))
     }
-    fn inbox_page(
-        &self,
-        recipient: &str,
-        since: u64,
-        now_ms: u64,
-        max_messages: usize,
-        max_bytes: usize,
-    ) -> Result<InboxPage, StoreError> {
+    fn inbox_page(&self, q: &InboxRead<'_>) -> Result<InboxPage, StoreError> {
         let mut conn = self.lock();
-        // One transaction: the clamp, the delete and the new high-water mark agree.
+        // One transaction: what is returned as unread is marked before anyone else looks.
         let tx = conn.transaction().map_err(|e| self.write_err(e))?;
-        let handed: i64 = tx
-            .prepare_cached("SELECT through FROM inbox_delivered WHERE recipient = ?1")
-            .and_then(|mut s| s.query_row([recipient], |r| r.get(0)).optional())
-            .map_err(StoreError::Read)?
-            .unwrap_or(0);
-        // SQLite integers are i64: a `since` of 2^63 or more saturates instead of wrapping negative.
-        let ack = i64::try_from(since).unwrap_or(i64::MAX).min(handed).max(0);
-        if ack > 0 {
-            tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1 AND seq <= ?2")
-                .and_then(|mut s| s.execute(params![recipient, ack]))
-                .map_err(|e| self.write_err(e))?;
+        let now = i64::try_from(q.now_ms).unwrap_or(i64::MAX);
+        let limit = i64::try_from(q.max_messages).unwrap_or(i64::MAX);
+        let mut page = InboxPage::default();
+        // Read before this call marks anything, so the page is not repeated here.
+        if q.include_read {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND read_at IS NOT NULL AND expires_at > ?2 ORDER BY seq DESC LIMIT ?3"
+                ))
+                .map_err(StoreError::Read)?;
+            let mut rows = stmt
+                .query(params![q.recipient, now, limit])
+                .map_err(StoreError::Read)?;
+            let (mut read, _) = bounded_messages(&mut rows, q.max_bytes)?;
+            read.reverse();
+            page.read = read;
         }
-        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        let mut messages = Vec::new();
         {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND read_at IS NULL AND expires_at > ?2 ORDER BY seq LIMIT ?3"
                 ))
                 .map_err(StoreError::Read)?;
-            let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
             let mut rows = stmt
-                .query(params![recipient, ack, now, limit])
+                .query(params![q.recipient, now, limit])
                 .map_err(StoreError::Read)?;
-            let mut bytes = 0usize;
-            while let Some(row) = rows.next().map_err(StoreError::Read)? {
-                let m = row_to_message(row).map_err(StoreError::Read)?;
-                let len = message_json_bytes(&m);
-                if !messages.is_empty() && bytes.saturating_add(len) > max_bytes {
-                    break;
-                }
-                bytes = bytes.saturating_add(len);
-                messages.push(m);
+            page.messages = bounded_messages(&mut rows, q.max_bytes)?.0;
+        }
+        if let Some(reader) = q.mark_as {
+            let mut mark = tx
+                .prepare_cached(
+                    "UPDATE messages SET read_at = ?1, read_by = ?2 WHERE seq = ?3 AND read_at IS NULL",
+                )
+                .map_err(|e| self.write_err(e))?;
+            for m in &mut page.messages {
+                mark.execute(params![now, reader, m.seq as i64])
+                    .map_err(|e| self.write_err(e))?;
+                m.read_at = Some(q.now_ms);
+                m.read_by = Some(reader.to_owned());
             }
         }
-        let last = messages.last().map_or(ack, |m| m.seq as i64);
-        if last > handed {
-            tx.prepare_cached(
-                "INSERT INTO inbox_delivered (recipient, through) VALUES (?1, ?2)
-                 ON CONFLICT(recipient) DO UPDATE SET through = max(through, excluded.through)",
-            )
-            .and_then(|mut s| s.execute(params![recipient, last]))
-            .map_err(|e| self.write_err(e))?;
-        }
-        let pending: i64 = tx
+        let last = page.messages.last().map_or(0, |m| m.seq as i64);
+        page.pending = tx
             .prepare_cached(
-                "SELECT count(*) FROM messages WHERE recipient = ?1 AND seq > ?2 AND expires_at > ?3",
+                "SELECT count(*) FROM messages WHERE recipient = ?1 AND read_at IS NULL AND seq > ?2 AND expires_at > ?3",
             )
-            .and_then(|mut s| s.query_row(params![recipient, last, now], |r| r.get(0)))
-            .map_err(StoreError::Read)?;
+            .and_then(|mut s| s.query_row(params![q.recipient, last, now], |r| r.get::<_, i64>(0)))
+            .map_err(StoreError::Read)?
+            .max(0) as u64;
+        if let Some((after, reader)) = q.read_elsewhere_after {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND read_at IS NOT NULL AND read_by IS NOT ?3 AND expires_at > ?4 ORDER BY seq LIMIT ?5"
+                ))
+                .map_err(StoreError::Read)?;
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            // One more than the bound: whether there are more is part of the answer.
+            let mut rows = stmt
+                .query(params![
+                    q.recipient,
+                    after,
+                    reader,
+                    now,
+                    limit.saturating_add(1)
+                ])
+                .map_err(StoreError::Read)?;
+            let (mut elsewhere, cut) = bounded_messages(&mut rows, q.max_bytes)?;
+            let over = elsewhere.len() > q.max_messages;
+            elsewhere.truncate(q.max_messages);
+            page.read_elsewhere = elsewhere;
+            page.read_elsewhere_more = cut || over;
+        }
         tx.commit().map_err(|e| self.write_err(e))?;
-        Ok(InboxPage {
-            messages,
-            acked_through: ack as u64,
-            pending: pending.max(0) as u64,
-        })
+        Ok(page)
     }
+
     fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
         self.lock()
             .execute("DELETE FROM shared_state WHERE key = ?1", [key])
@@ -825,7 +943,27 @@ mod tests {
                 expires_at: expires,
                 ..Envelope::default()
             },
+            read_at: None,
+            read_by: None,
         }
+    }
+
+    /// A read of bob's inbox by `reader` (None: a peek), unbounded but for `max_bytes`.
+    fn read(s: &SqliteStore, reader: Option<&str>, now: u64, max_bytes: usize) -> InboxPage {
+        s.inbox_page(&InboxRead {
+            recipient: "bob",
+            mark_as: reader,
+            include_read: false,
+            read_elsewhere_after: None,
+            now_ms: now,
+            max_messages: 100,
+            max_bytes,
+        })
+        .unwrap()
+    }
+
+    fn seqs(ms: &[Message]) -> Vec<u64> {
+        ms.iter().map(|m| m.seq).collect()
     }
 
     #[test]
@@ -876,74 +1014,154 @@ mod tests {
     }
 
     #[test]
-    fn inbox_acknowledges_by_cursor_and_hides_expired() {
+    fn a_read_marks_what_it_returns_keeps_it_and_hides_expired() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
         let a = s.push_message(&msg("m1", "bob", 1, 100)).unwrap();
         let b = s.push_message(&msg("m2", "bob", 1, 100)).unwrap();
         s.push_message(&msg("m3", "bob", 1, 50)).unwrap();
         s.push_message(&msg("m4", "carol", 1, 100)).unwrap();
-        let all = s.read_inbox("bob", 0, 10, 10).unwrap();
+        // A peek marks nothing: the same three come back.
+        assert_eq!(read(&s, None, 10, usize::MAX).messages.len(), 3);
+        let p = read(&s, None, 10, usize::MAX);
+        assert_eq!(p.messages[0].aixp.hops, 1);
+        assert_eq!(p.messages[0].read_at, None);
+        // m3 has expired by t=60: never returned.
+        let p = read(&s, Some("connection 1"), 60, usize::MAX);
+        assert_eq!(seqs(&p.messages), [a, b]);
+        assert_eq!(p.messages[0].read_at, Some(60));
+        assert_eq!(p.messages[0].read_by.as_deref(), Some("connection 1"));
+        assert_eq!(p.pending, 0);
+        // Marked: not unread again, but kept until expiry, with who read it and when.
+        assert!(
+            read(&s, Some("connection 2"), 61, usize::MAX)
+                .messages
+                .is_empty()
+        );
+        let kept = s.get_message("m1", 61).unwrap().unwrap();
         assert_eq!(
-            all.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["m1", "m2", "m3"]
+            (kept.read_at, kept.read_by.as_deref()),
+            (Some(60), Some("connection 1"))
         );
-        assert_eq!(all[0].aixp.hops, 1);
-        // Reading again without acknowledging returns the same (durable until read).
-        assert_eq!(s.read_inbox("bob", 0, 10, 10).unwrap().len(), 3);
-        // Acknowledge through m1; m3 has expired by t=60.
-        let rest = s.read_inbox("bob", a, 60, 10).unwrap();
-        assert_eq!(rest.iter().map(|m| m.seq).collect::<Vec<_>>(), [b]);
-        assert!(
-            s.get_message("m1", 60).unwrap().is_none(),
-            "acknowledged messages are deleted"
-        );
-        assert!(
-            s.get_message("m3", 60).unwrap().is_none(),
-            "expired messages are never returned"
-        );
+        let p = s
+            .inbox_page(&InboxRead {
+                include_read: true,
+                ..InboxRead {
+                    recipient: "bob",
+                    mark_as: None,
+                    include_read: false,
+                    read_elsewhere_after: None,
+                    now_ms: 61,
+                    max_messages: 1,
+                    max_bytes: usize::MAX,
+                }
+            })
+            .unwrap();
+        assert_eq!(seqs(&p.read), [b], "the most recent read ones, bounded");
+        assert!(s.get_message("m3", 60).unwrap().is_none());
+        // Expiry deletes read and unread alike.
         assert_eq!(s.purge_expired(60).unwrap(), 1);
-        assert_eq!(s.read_inbox("carol", 0, 60, 10).unwrap()[0].to, "carol");
+        assert_eq!(s.purge_expired(100).unwrap(), 3);
+        assert!(s.get_message("m1", 0).unwrap().is_none());
     }
 
     #[test]
-    fn a_cursor_from_the_future_acknowledges_only_what_was_handed_out() {
+    fn messages_read_by_another_session_are_reported_after_the_cursor() {
+        let s = SqliteStore::with_connection(
+            rusqlite::Connection::open_in_memory().unwrap(),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        let old = s.push_message(&msg("m0", "bob", 1, 100)).unwrap();
+        read(&s, Some("connection 1"), 2, usize::MAX);
+        // Session 2 joins now: its cursor starts at bob's highest seq.
+        let cursor = s.last_seq("bob").unwrap();
+        assert_eq!(cursor, old);
+        let m1 = s.push_message(&msg("m1", "bob", 3, 100)).unwrap();
+        let m2 = s.push_message(&msg("m2", "bob", 3, 100)).unwrap();
+        read(&s, Some("connection 1"), 4, usize::MAX);
+        let ask = |reader: &'static str, after: u64, max_messages: usize| {
+            s.inbox_page(&InboxRead {
+                recipient: "bob",
+                mark_as: Some(reader),
+                include_read: false,
+                read_elsewhere_after: Some((after, reader)),
+                now_ms: 5,
+                max_messages,
+                max_bytes: usize::MAX,
+            })
+            .unwrap()
+        };
+        let p = ask("connection 2", cursor, 1);
+        assert!(p.messages.is_empty());
+        assert_eq!(
+            seqs(&p.read_elsewhere),
+            [m1],
+            "bounded, and says there is more"
+        );
+        assert!(p.read_elsewhere_more);
+        assert_eq!(p.read_elsewhere[0].read_by.as_deref(), Some("connection 1"));
+        let p = ask("connection 2", m1, 10);
+        assert_eq!(seqs(&p.read_elsewhere), [m2]);
+        assert!(!p.read_elsewhere_more);
+        // The reader's own reads are never reported back to it.
+        assert!(ask("connection 1", 0, 10).read_elsewhere.is_empty());
+        assert_eq!(s.last_seq("nobody").unwrap(), 0);
+    }
+
+    #[test]
+    fn an_older_database_gains_the_read_columns_and_loses_the_delivered_table() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
-        // Nothing handed to bob yet: a `since` far ahead deletes nothing.
-        let m1 = s.push_message(&msg("m1", "bob", 1, 100)).unwrap();
-        let p = s.inbox_page("bob", 1_000_000, 10, 10, usize::MAX).unwrap();
-        assert_eq!(p.acked_through, 0);
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m1]);
-        // Bob has been handed m1; messages stored later are not acknowledged by a large `since`.
-        let m2 = s.push_message(&msg("m2", "bob", 1, 100)).unwrap();
-        let p = s.inbox_page("bob", 1_000_000, 10, 10, usize::MAX).unwrap();
-        assert_eq!(p.acked_through, m1);
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m2]);
-        // Another recipient's cursor does not reach into bob's inbox.
-        let c1 = s.push_message(&msg("c1", "carol", 1, 100)).unwrap();
-        s.inbox_page("carol", 0, 10, 10, usize::MAX).unwrap();
-        let m3 = s.push_message(&msg("m3", "bob", 1, 100)).unwrap();
-        let p = s.inbox_page("bob", c1 + 100, 10, 10, usize::MAX).unwrap();
-        assert_eq!(p.acked_through, m2);
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m3]);
-        // 2^63 and u64::MAX saturate instead of wrapping to a negative i64.
-        for since in [1u64 << 63, u64::MAX] {
-            let p = s.inbox_page("bob", since, 10, 10, usize::MAX).unwrap();
-            assert_eq!(p.acked_through, m3, "{since}");
-            assert!(p.messages.is_empty());
+        {
+            // The schema before read marks: no read_at/read_by, the old trigger and table.
+            let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE messages (
+                  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
+                  recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
+                  hops INTEGER NOT NULL, origin TEXT NOT NULL, expires_at INTEGER NOT NULL);
+                CREATE TABLE inbox_delivered (recipient TEXT PRIMARY KEY, through INTEGER NOT NULL);
+                CREATE TABLE pending_usage (sender TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+                CREATE TRIGGER pending_usage_delete AFTER DELETE ON messages BEGIN
+                  UPDATE pending_usage SET bytes = bytes - octet_length(OLD.text) WHERE sender = OLD.sender;
+                END;
+                INSERT INTO messages (id, sender, recipient, text, created_at, hops, origin, expires_at)
+                  VALUES ('old', 'alice', 'bob', 'from before', 1, 1, 'alice', 100);",
+            )
+            .unwrap();
         }
-        let m4 = s.push_message(&msg("m4", "bob", 1, 100)).unwrap();
-        let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m4]);
-        // The high-water mark survives a restart.
-        s.close().unwrap();
-        drop(s);
-        let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
-        let m5 = s.push_message(&msg("m5", "bob", 1, 100)).unwrap();
-        let p = s.inbox_page("bob", u64::MAX, 10, 10, usize::MAX).unwrap();
-        assert_eq!(p.acked_through, m4);
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [m5]);
+        let limits = StoreLimits {
+            max_pending_bytes_per_sender: 20,
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            let s = SqliteStore::open(dir.path(), limits).unwrap();
+            let tables: i64 = s
+                .lock()
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'inbox_delivered'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(tables, 0);
+            s.close().unwrap();
+        }
+        let s = SqliteStore::open(dir.path(), limits).unwrap();
+        let p = read(&s, Some("connection 1"), 2, usize::MAX);
+        assert_eq!(p.messages[0].text, "from before");
+        // Read, so alice's 11 bytes no longer count against her 20 (only 9 more would fit before).
+        let mut m = msg("new", "bob", 3, 200);
+        m.text = "x".repeat(20);
+        s.push_message(&m).unwrap();
+        // Expiry of the read message does not release alice's quota a second time.
+        s.purge_expired(100).unwrap();
+        let mut m = msg("newer", "bob", 3, 200);
+        m.text = "y".to_owned();
+        assert!(matches!(
+            s.push_message(&m).unwrap_err(),
+            StoreError::PendingQuota { would_be: 21, .. }
+        ));
     }
 
     /// The usage counters the quotas read agree with the rows, whatever wrote or deleted them.
@@ -961,6 +1179,9 @@ mod tests {
         assert!(s.delete_state("a").unwrap());
         s.push_message(&msg("m1", "carol", 1, 10)).unwrap();
         s.push_message(&msg("m2", "carol", 2, 1_000)).unwrap();
+        s.push_message(&msg("m3", "bob", 2, 50)).unwrap();
+        s.push_message(&msg("m4", "bob", 2, 1_000)).unwrap();
+        read(&s, Some("connection 1"), 3, usize::MAX);
         s.purge_expired(100).unwrap();
         let conn = s.lock();
         let counted = |sql: &str| -> Vec<(String, i64, i64)> {
@@ -981,7 +1202,7 @@ mod tests {
         assert_eq!(
             counted("SELECT sender, bytes, 0 FROM pending_usage WHERE bytes > 0 ORDER BY sender"),
             counted(
-                "SELECT sender, sum(octet_length(text)), 0 FROM messages GROUP BY sender ORDER BY sender"
+                "SELECT sender, sum(octet_length(text)), 0 FROM messages WHERE read_at IS NULL GROUP BY sender ORDER BY sender"
             )
         );
     }
@@ -1062,11 +1283,15 @@ mod tests {
         );
         m2.from = "dave".into();
         s.push_message(&m2).unwrap();
-        // Read (acknowledged) messages no longer count.
-        let p = s.inbox_page("bob", 0, 2, 10, usize::MAX).unwrap();
-        s.inbox_page("bob", p.messages[0].seq, 2, 10, usize::MAX)
-            .unwrap();
+        // Read messages no longer count, though they are kept.
         let mut m3 = msg("m3", "carol", 1, 100);
+        m3.text = "y".repeat(30);
+        assert!(s.push_message(&m3).is_err());
+        let p = read(&s, None, 2, usize::MAX);
+        assert_eq!(p.messages.len(), 1, "a peek releases nothing");
+        assert!(s.push_message(&m3).is_err());
+        read(&s, Some("connection 1"), 2, usize::MAX);
+        assert!(s.get_message("m1", 2).unwrap().is_some());
         m3.text = "y".repeat(30);
         s.push_message(&m3).unwrap();
     }
@@ -1075,28 +1300,22 @@ mod tests {
     fn inbox_pages_by_bytes_and_counts_what_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
-        let mut seqs = Vec::new();
+        let mut sent = Vec::new();
         for i in 0..5 {
             let mut m = msg(&format!("m{i}"), "bob", 1, 100);
             m.text = "z".repeat(1000);
-            seqs.push(s.push_message(&m).unwrap());
+            sent.push(s.push_message(&m).unwrap());
         }
         let one = message_json_bytes(&s.read_inbox("bob", 0, 2, 1).unwrap()[0]);
         // Two fit in 2.5 messages' worth; the rest are counted as pending.
-        let p = s.inbox_page("bob", 0, 2, 100, one * 5 / 2).unwrap();
-        assert_eq!(
-            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            seqs[..2]
-        );
+        let p = read(&s, Some("c"), 2, one * 5 / 2);
+        assert_eq!(seqs(&p.messages), sent[..2]);
         assert_eq!(p.pending, 3);
         // A bound smaller than one message still returns one: a reader always makes progress.
-        let p = s.inbox_page("bob", seqs[1], 2, 100, 10).unwrap();
-        assert_eq!(
-            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            [seqs[2]]
-        );
+        let p = read(&s, Some("c"), 2, 10);
+        assert_eq!(seqs(&p.messages), [sent[2]]);
         assert_eq!(p.pending, 2);
-        let p = s.inbox_page("bob", seqs[2], 2, 100, usize::MAX).unwrap();
+        let p = read(&s, Some("c"), 2, usize::MAX);
         assert_eq!((p.messages.len(), p.pending), (2, 0));
     }
 

@@ -52,36 +52,37 @@ pub(crate) fn list() -> Value {
         {
             "name": "whoami",
             "title": "Who am I on the hub",
-            "description": "This connection's identity, scopes and declared capabilities: the name other agents use to reach you.",
+            "description": "This connection's identity (the name other agents use to reach you), how many sessions that identity has open now, its scopes and declared capabilities.",
             "inputSchema": {"type": "object", "properties": {}},
             "annotations": {"readOnlyHint": true, "openWorldHint": false}
         },
         {
             "name": "list_agents",
-            "title": "Who is connected",
-            "description": "Lists the connected agents: identity, client, declared capabilities. Read-only: to wait for someone to come online, call it again every few seconds; each call is cheap.",
+            "title": "Who is on the hub",
+            "description": "Everyone the hub knows, one entry per identity: status online (with its sessions: connection, client, connected_at) or offline (with last_seen), and declared capabilities (for offline people, the last they declared). Offline people still receive messages: send_message stores them in their inbox until they read it or it expires, so you need not wait for someone to come online. Read-only: to wait for someone to come online, call it again every few seconds; each call is cheap.",
             "inputSchema": {"type": "object", "properties": {}},
             "annotations": {"readOnlyHint": true, "openWorldHint": false}
         },
         {
             "name": "send_message",
             "title": "Send a message to an agent",
-            "description": "Stores a message in the recipient's inbox (durable until read or expired) and notifies its sessions. The recipient must be an agent connected now or seen before; an unknown name is an error listing the known ones.",
+            "description": "Stores a message in the recipient's inbox (kept until it expires, also after it is read) and notifies their sessions. The recipient must be an agent connected now or seen before (list_agents shows them); an unknown name is an error listing the known ones. Offline recipients get it when they next call read_inbox: recipient_online says which. To answer a message you received, pass to = its from and reply_to = its id. The answer to your message arrives in your own inbox: wait for it with read_inbox and wait_ms.",
             "inputSchema": {"type": "object", "properties": {
                 "to": {"type": "string", "description": "Recipient identity as list_agents shows it (case-insensitive when unambiguous)"},
                 "text": {"type": "string", "description": "The message"},
-                "reply_to": {"type": "string", "description": "Id of the message this answers"}
+                "reply_to": {"type": "string", "description": "The id of the message this answers (from read_inbox), so the sender can match your answer to their request"}
             }, "required": ["to", "text"]},
             "annotations": {"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": false}
         },
         {
             "name": "read_inbox",
             "title": "Read my messages",
-            "description": "Returns unread messages after `since` (pass the previous next_since to acknowledge what you read), at most 100 and about 256 KiB per call: when `more` is true, call again with next_since. To wait for an answer, pass wait_ms (at most 30000): the call returns as soon as a message arrives, or empty after wait_ms; then call again the same way. One call with wait_ms 30000 replaces thirty one-second polls. Read-only: calling it again and again is how you wait, not a loop.",
+            "description": "Returns your unread messages, oldest first (at most 100 and about 256 KiB per call), and marks them read, so the next call returns only newer ones: no cursor or acknowledgement to pass. `pending` says how many more wait (call again); `next` says what to do. Call it at the start of a task: teammates send you work here. To answer a message, call send_message with to = its from and reply_to = its id. To wait for an answer, pass wait_ms (at most 30000): the call returns as soon as a message arrives, or empty after wait_ms; then call it again the same way. One call with wait_ms 30000 replaces thirty one-second polls. peek: true looks without marking. Read messages are kept until they expire: include_read: true also returns the most recently read ones. Messages another session of your identity read first are listed under read_by_other_sessions, so nothing vanishes. Read-only for everyone else: calling it again and again is how you wait, not a loop.",
             "inputSchema": {"type": "object", "properties": {
-                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "How long to wait for a message when none is unread, in milliseconds (at most 30000; default 0)"},
-                "since": {"type": "integer", "minimum": 0, "description": "The next_since of your previous read_inbox (0 or absent the first time). Acknowledges, and deletes, the messages up to it that this inbox has already handed you; a larger value acknowledges no more than that"}
-            }},
+                "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "description": "How long to wait for a message when none is unread, in milliseconds (0 to 30000; default 0: answer at once). A larger value is clamped to 30000 and the result's note says so"},
+                "peek": {"type": "boolean", "description": "true: return the unread messages without marking them read (they come back next time). Default false: what is returned is marked read"},
+                "include_read": {"type": "boolean", "description": "true: also return, under read_earlier, the most recently read messages (kept until they expire), each with read_at and read_by. Use it when a message you read earlier is not in front of you any more"}
+            }, "additionalProperties": false},
             "annotations": {"readOnlyHint": true, "openWorldHint": false}
         }
     ]})

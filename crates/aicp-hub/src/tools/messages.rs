@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::names::{known_identities, resolve_recipient, unknown_recipient};
-use super::{iso8601, store_error, str_arg, with_store};
+use super::{iso8601, offline_note, store_error, str_arg, with_store};
 use crate::rpc::{tool_error, tool_result};
 use crate::store::{Message, StoreError};
 use crate::{Caller, Shared, now_ms};
@@ -143,6 +143,8 @@ async fn deliver_in_thread(
         reply_to,
         created_at: now,
         aixp: env,
+        read_at: None,
+        read_by: None,
     };
     let m = msg.clone();
     msg.seq = with_store(shared, move |s| s.push_message(&m))
@@ -203,7 +205,14 @@ pub(super) async fn send_message(
     .await
     {
         Ok(m) => tool_result(
-            json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_known": true, "recipient_connected": shared.presence.is_connected(&m.to), "aixp": m.aixp, "timestamp": iso8601(m.created_at)}),
+            {
+                let online = shared.presence.is_connected(&m.to);
+                let mut r = json!({"status": "delivered", "message_id": m.id, "to": m.to, "recipient_known": true, "recipient_online": online, "aixp": m.aixp, "timestamp": iso8601(m.created_at)});
+                if !online {
+                    r["note"] = json!(offline_note(shared, &m.to));
+                }
+                r
+            },
             false,
         ),
         Err(e) => e.into_result(),

@@ -33,8 +33,9 @@ use messages::send_message;
 use plans::orchestrate;
 use route::route_to_agent;
 
+pub(crate) use agents::offline_note;
 pub(crate) use catalogue::list;
-pub(crate) use inbox::{INBOX_PAGE, INBOX_PAGE_BYTES};
+pub(crate) use inbox::{INBOX_PAGE, INBOX_PAGE_BYTES, message_view};
 
 /// What a tool asks of the caller's token.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,7 +80,7 @@ pub(crate) async fn call(
     let incoming = Incoming::from_params(params);
     Ok(match name {
         "whoami" => whoami(shared, caller),
-        "list_agents" => list_agents(shared),
+        "list_agents" => list_agents(shared).await,
         "share_context" => share_context(shared, caller, args).await,
         "delete_context" => delete_context(shared, caller, args).await,
         "send_message" => send_message(shared, caller, &incoming, args).await,
@@ -123,6 +124,17 @@ fn str_list(args: &Value, name: &str) -> Result<Option<Vec<String>>, Value> {
 
 fn timestamp() -> String {
     iso8601(now_ms())
+}
+
+/// A duration as a person says it: "7 days", "1 hour", "90 seconds".
+pub(crate) fn duration_words(ms: u64) -> String {
+    let (n, unit) = match ms {
+        ms if ms >= 86_400_000 && ms % 86_400_000 == 0 => (ms / 86_400_000, "day"),
+        ms if ms >= 3_600_000 && ms % 3_600_000 == 0 => (ms / 3_600_000, "hour"),
+        ms if ms >= 60_000 && ms % 60_000 == 0 => (ms / 60_000, "minute"),
+        ms => (ms.div_ceil(1000), "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// RFC 3339 UTC with milliseconds, as the original hub's `timestamp` fields (no date crate needed).
@@ -225,6 +237,9 @@ pub(crate) mod testing {
                 last_seen: 0,
             })
             .unwrap();
+        // As a session does when it joins: its inbox cursor starts at what is there.
+        let seq = shared.store.last_seq(identity).unwrap();
+        shared.presence.start_looking(connection, seq);
         Caller {
             connection,
             identity: identity.into(),
@@ -252,5 +267,14 @@ mod tests {
     fn iso8601_formats_utc() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_763_700_000_123), "2025-11-21T04:40:00.123Z");
+    }
+
+    #[test]
+    fn durations_read_as_a_person_says_them() {
+        assert_eq!(duration_words(7 * 86_400_000), "7 days");
+        assert_eq!(duration_words(3_600_000), "1 hour");
+        assert_eq!(duration_words(60_000), "1 minute");
+        assert_eq!(duration_words(90_000), "90 seconds");
+        assert_eq!(duration_words(1), "1 second");
     }
 }

@@ -28,7 +28,11 @@ async fn the_hub_stops_a_forwarding_loop_between_clients_without_the_bridge() {
     for forward in 0..10usize {
         let (me, other) = &mut players[forward % 2];
         let inbox = me
-            .call_tool(json!(format!("r{forward}")), "read_inbox", json!({"wait_ms": 5000}))
+            .call_tool(
+                json!(format!("r{forward}")),
+                "read_inbox",
+                json!({"wait_ms": 5000}),
+            )
             .await;
         let got = structured(&inbox)["messages"][0]["text"]
             .as_str()
@@ -50,7 +54,10 @@ async fn the_hub_stops_a_forwarding_loop_between_clients_without_the_bridge() {
     let (forward, r) = refused.expect("the loop was never stopped");
     let why = r["result"]["content"][0]["text"].as_str().unwrap();
     println!("refused after {forward} forwards: {why}");
-    assert_eq!(forward, 3, "hops 2, 3, 4 were made; a fifth is over --max-hops 4");
+    assert_eq!(
+        forward, 3,
+        "hops 2, 3, 4 were made; a fifth is over --max-hops 4"
+    );
     assert_eq!(structured(&r)["aixpStatus"], 5005, "{r}");
     assert!(
         why.contains("alice → bob → alice → bob → alice") && why.contains("first sent at"),
@@ -68,7 +75,11 @@ async fn a_reply_quoting_one_line_and_distinct_messages_keep_their_counts() {
         .map(|n| format!("Point {n}: the item number {n} on the release checklist has its own owner and date."))
         .collect();
     let r = alice
-        .call_tool(json!(1), "send_message", json!({"to": "bob", "text": lines.join("\n")}))
+        .call_tool(
+            json!(1),
+            "send_message",
+            json!({"to": "bob", "text": lines.join("\n")}),
+        )
         .await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     let inbox = bob.call_tool(json!(2), "read_inbox", json!({})).await;

@@ -1,7 +1,8 @@
 //! The local hub's inbox and the limits around it, as a black box: the built
-//! `aicp-hub` on 127.0.0.1:0 driven by raw WebSocket clients. What a
-//! cursor may acknowledge, how large one answer may get, per-identity quotas,
-//! and which names a message may be addressed to.
+//! `aicp-hub` on 127.0.0.1:0 driven by raw WebSocket clients. The inbox
+//! contract (marking read, peek, include_read, two sessions of one identity),
+//! how large one answer may get, per-identity quotas, and which names a
+//! message may be addressed to.
 
 use serde_json::{Value, json};
 
@@ -32,40 +33,184 @@ fn texts(r: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_since_ahead_of_the_inbox_deletes_nothing_unread() {
+async fn a_naive_client_gets_each_message_once_and_can_still_find_it() {
     let (_hub, mut c) = hub_with(&[], &["alice", "bob"]).await;
     let send = |text: &str| json!({"to": "bob", "text": text});
     c[0].call_tool(json!(1), "send_message", send("one")).await;
-    // Bob was never handed anything: a cursor far ahead acknowledges nothing.
-    let r = c[1]
-        .call_tool(json!(1), "read_inbox", json!({"since": 1_000_000}))
-        .await;
-    assert_eq!(texts(&r), ["one"], "{r}");
-    let next = structured(&r)["next_since"].as_u64().unwrap();
-    assert!(next < 1_000_000, "next_since is what was returned: {r}");
-    // A client following a bogus cursor keeps getting new messages instead of deleting them.
     c[0].call_tool(json!(2), "send_message", send("two")).await;
+    // A peek looks without marking.
+    let r = c[1]
+        .call_tool(json!(1), "read_inbox", json!({"peek": true}))
+        .await;
+    assert_eq!(texts(&r), ["one", "two"], "{r}");
+    assert_eq!(structured(&r)["marked_read"], false, "{r}");
+    // A client that never passes any acknowledgement: the first read returns them, marked read.
+    let r = c[1].call_tool(json!(2), "read_inbox", json!({})).await;
+    assert_eq!(texts(&r), ["one", "two"], "{r}");
+    let sc = structured(&r);
+    assert_eq!(
+        (sc["marked_read"].as_bool(), sc["pending"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert!(sc["messages"][0]["read_at"].is_string(), "{r}");
+    assert!(sc["next"].as_str().unwrap().contains("marked read"), "{r}");
+    // The second read does not return them again.
+    let r = c[1].call_tool(json!(3), "read_inbox", json!({})).await;
+    assert_eq!(texts(&r), Vec::<String>::new(), "{r}");
+    // They are kept: include_read shows them, with when and by which session.
+    let r = c[1]
+        .call_tool(json!(4), "read_inbox", json!({"include_read": true}))
+        .await;
+    let earlier = &structured(&r)["read_earlier"];
+    assert_eq!(earlier[0]["text"], "one", "{r}");
+    assert!(
+        earlier[0]["read_at"].as_str().unwrap().ends_with('Z'),
+        "{r}"
+    );
+    assert!(
+        earlier[0]["read_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection "),
+        "{r}"
+    );
+    // The inbox resource is a peek too: it never marks.
     c[0].call_tool(json!(3), "send_message", send("three"))
         .await;
-    let r = c[1]
-        .call_tool(json!(2), "read_inbox", json!({"since": u64::MAX}))
+    for id in ["res1", "res2"] {
+        let r = c[1]
+            .request(
+                json!(id),
+                "resources/read",
+                json!({"uri": "aicp://inbox/bob"}),
+            )
+            .await;
+        let body: Value =
+            serde_json::from_str(r["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(body["messages"][0]["text"], "three", "{r}");
+    }
+    let r = c[1].call_tool(json!(5), "read_inbox", json!({})).await;
+    assert_eq!(texts(&r), ["three"], "{r}");
+}
+
+#[tokio::test]
+async fn the_old_cursor_is_refused_by_name_and_a_long_wait_is_clamped_with_a_note() {
+    let (_hub, mut c) = hub_with(&[], &["alice", "bob"]).await;
+    c[0].call_tool(json!(1), "send_message", json!({"to": "bob", "text": "hi"}))
         .await;
-    assert_eq!(texts(&r), ["two", "three"], "{r}");
-    let next = structured(&r)["next_since"].clone();
     let r = c[1]
-        .call_tool(json!(3), "read_inbox", json!({"since": next}))
+        .call_tool(json!(1), "read_inbox", json!({"since": 0}))
         .await;
-    assert_eq!(texts(&r), Vec::<String>::new(), "{r}");
-    assert_eq!(structured(&r)["next_since"], next, "{r}");
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let why = structured(&r)["error"].as_str().unwrap();
+    assert!(
+        why.contains("`since`") && why.contains("wait_ms, peek and include_read"),
+        "{why}"
+    );
     let r = c[1]
-        .call_tool(
-            json!(4),
-            "read_inbox",
-            json!({"since": 9_223_372_036_854_775_808u64}),
-        )
+        .call_tool(json!(2), "read_inbox", json!({"wait_ms": 120_000}))
         .await;
-    assert_eq!(r["result"]["isError"], false, "2^63 does not wrap: {r}");
-    assert_eq!(structured(&r)["next_since"], next, "{r}");
+    assert_eq!(texts(&r), ["hi"], "the refused call took nothing: {r}");
+    let note = structured(&r)["note"].as_str().unwrap();
+    assert!(note.contains("maximum of 30000"), "{note}");
+}
+
+#[tokio::test]
+async fn two_sessions_of_one_identity_each_take_a_message_once_and_hear_of_the_rest() {
+    let (hub, mut c) = hub_with(&[], &["alice"]).await;
+    let bob = hub.token("bob", "share,read,message");
+    let mut laptop = RawClient::agent(hub.url(), Some(&bob), &[]).await;
+    let mut phone = RawClient::agent(hub.url(), Some(&bob), &[]).await;
+    // 20 KB each: a page (256 KiB) holds about a dozen, so the reads below interleave.
+    let total = 40;
+    for i in 0..total {
+        let r = c[0]
+            .call_tool(
+                json!(i),
+                "send_message",
+                json!({"to": "bob", "text": format!("m{i} {}", "x".repeat(20_000))}),
+            )
+            .await;
+        assert_eq!(r["result"]["isError"], false, "{r}");
+    }
+    let name = |t: &str| t.split(' ').next().unwrap().to_owned();
+    // Both read at once, pipelined, several times each: every message is new to exactly one.
+    let mut new = [Vec::new(), Vec::new()];
+    let mut told = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for (k, s) in [&mut laptop, &mut phone].into_iter().enumerate() {
+            s.send(
+                json!(format!("r{round}-{k}")),
+                "tools/call",
+                json!({"name": "read_inbox", "arguments": {}}),
+            )
+            .await;
+        }
+        for (k, s) in [&mut laptop, &mut phone].into_iter().enumerate() {
+            let r = s.recv().await;
+            assert_eq!(r["id"], format!("r{round}-{k}"), "{r:.300}");
+            new[k].extend(texts(&r).iter().map(|t| name(t)));
+            for m in structured(&r)["read_by_other_sessions"].as_array().unwrap() {
+                told[k].push(name(m["text"].as_str().unwrap()));
+                assert!(m["read_by"].is_string(), "{m:.200}");
+            }
+        }
+    }
+    // A last look by each: whatever the other read since is reported now.
+    for (k, s) in [&mut laptop, &mut phone].into_iter().enumerate() {
+        let r = s.call_tool(json!("last"), "read_inbox", json!({})).await;
+        assert_eq!(texts(&r), Vec::<String>::new(), "{r:.300}");
+        for m in structured(&r)["read_by_other_sessions"].as_array().unwrap() {
+            told[k].push(name(m["text"].as_str().unwrap()));
+        }
+    }
+    let mut all: Vec<String> = new[0].iter().chain(&new[1]).cloned().collect();
+    all.sort_by_key(|t| t[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..total).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        all, expected,
+        "each message new to exactly one session, none lost"
+    );
+    assert!(
+        !new[0].is_empty() && !new[1].is_empty(),
+        "both sessions took some: {new:?}"
+    );
+    // Each session heard of exactly what the other took.
+    for k in 0..2 {
+        let mut heard = told[k].clone();
+        heard.sort();
+        let mut other = new[1 - k].clone();
+        other.sort();
+        assert_eq!(heard, other, "session {k}");
+    }
+    let r = laptop.call_tool(json!("who"), "whoami", json!({})).await;
+    assert_eq!(structured(&r)["sessions"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn reading_releases_the_senders_unread_quota() {
+    let (_hub, mut c) = hub_with(
+        &["--max-pending-bytes-per-sender", "1000"],
+        &["alice", "bob"],
+    )
+    .await;
+    let text = "q".repeat(600);
+    let send = json!({"to": "bob", "text": text});
+    let r = c[0].call_tool(json!(1), "send_message", send.clone()).await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    let r = c[0].call_tool(json!(2), "send_message", send.clone()).await;
+    assert_eq!(r["result"]["isError"], true, "alice is at her quota: {r}");
+    // A peek releases nothing; a read does, though the message is kept.
+    c[1].call_tool(json!(1), "read_inbox", json!({"peek": true}))
+        .await;
+    let r = c[0].call_tool(json!(3), "send_message", send.clone()).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    c[1].call_tool(json!(2), "read_inbox", json!({})).await;
+    let r = c[0].call_tool(json!(4), "send_message", send).await;
+    assert_eq!(
+        r["result"]["isError"], false,
+        "bob read it: alice may send again: {r}"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +238,14 @@ async fn messages_reach_only_known_names_after_trimming_and_case_folding() {
             (Some(canonical), Some(true)),
             "{r}"
         );
-        assert_eq!(sc["recipient_connected"], canonical == "bob", "{r}");
+        assert_eq!(sc["recipient_online"], canonical == "bob", "{r}");
+        if canonical == "carol" {
+            let note = sc["note"].as_str().unwrap();
+            assert!(
+                note.contains("carol is offline") && note.contains("kept 7 days"),
+                "{note}"
+            );
+        }
     }
     for to in [
         "b\u{200b}ob",
@@ -302,13 +454,10 @@ async fn one_answer_stays_bounded_however_large_the_inbox() {
             .await;
         assert_eq!(r["result"]["isError"], false, "{i}");
     }
-    let mut since = json!(0);
     let mut read = 0;
     let mut largest = 0;
     loop {
-        let r = c[1]
-            .call_tool(json!(read), "read_inbox", json!({"since": since}))
-            .await;
+        let r = c[1].call_tool(json!(read), "read_inbox", json!({})).await;
         let size = r.to_string().len();
         largest = largest.max(size);
         let sc = structured(&r);
@@ -316,7 +465,6 @@ async fn one_answer_stays_bounded_however_large_the_inbox() {
         assert_eq!(n, 1, "a page over 256 KiB holds one message");
         read += n;
         assert_eq!(sc["pending"].as_u64(), Some(34 - read as u64));
-        since = sc["next_since"].clone();
         if sc["more"] == false {
             break;
         }
@@ -340,15 +488,12 @@ async fn one_answer_stays_bounded_however_large_the_inbox() {
     let mut stored = 0;
     let mut count = 0;
     loop {
-        let r = c[1]
-            .call_tool(json!("p"), "read_inbox", json!({"since": since}))
-            .await;
+        let r = c[1].call_tool(json!("p"), "read_inbox", json!({})).await;
         let sc = structured(&r);
         for m in sc["messages"].as_array().unwrap() {
             stored += m["text"].as_str().unwrap().len();
             count += 1;
         }
-        since = sc["next_since"].clone();
         if sc["more"] == false {
             break;
         }
@@ -371,7 +516,7 @@ async fn one_answer_stays_bounded_however_large_the_inbox() {
     let why = structured(&r)["error"].as_str().unwrap();
     assert!(why.contains("at most 4194304"), "{why}");
     let r = c[1]
-        .call_tool(json!("after"), "read_inbox", json!({"since": since}))
+        .call_tool(json!("after"), "read_inbox", json!({}))
         .await;
     assert_eq!(
         texts(&r).len(),

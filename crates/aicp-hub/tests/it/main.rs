@@ -7,5 +7,6 @@ mod basics;
 mod forwards;
 mod inbox;
 mod listener;
+mod presence;
 mod session;
 mod support;

@@ -36,12 +36,14 @@ async fn identity(c: &mut RawClient) -> String {
         .to_owned()
 }
 
+/// The identities `list_agents` shows online (offline ones are listed too, as offline).
 async fn agents(c: &mut RawClient, id: u64) -> Vec<String> {
     let r = c.call_tool(json!(id), "list_agents", json!({})).await;
     r["result"]["structuredContent"]["agents"]
         .as_array()
         .unwrap_or_else(|| panic!("{r}"))
         .iter()
+        .filter(|a| a["status"] == "online")
         .map(|a| a["identity"].as_str().unwrap().to_owned())
         .collect()
 }
@@ -334,6 +336,29 @@ async fn a_silent_peer_is_dropped_and_leaves_presence_while_an_idle_one_stays() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("silent peer dropped after {:?}", started.elapsed());
+    // Still known, now offline, with when it was last here.
+    let r = observer
+        .call_tool(json!("all"), "list_agents", json!({}))
+        .await;
+    let gone = r["result"]["structuredContent"]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["identity"] == frozen_id.as_str())
+        .unwrap_or_else(|| panic!("{r}"))
+        .clone();
+    assert_eq!(
+        (
+            gone["status"].as_str(),
+            gone["sessions"].as_array().map(Vec::len)
+        ),
+        (Some("offline"), Some(0)),
+        "{gone}"
+    );
+    assert!(
+        gone["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{gone}"
+    );
     // The observer too must answer pings while it waits for the idle client's spell to end.
     let spell = Duration::from_secs(7) + Duration::from_millis(300);
     observer.idle(spell.saturating_sub(started.elapsed())).await;
