@@ -21,6 +21,12 @@ pub struct Limits {
     /// without end reach 100 and stop. A reply that only acknowledges an
     /// acknowledgement is refused whatever the count.
     pub max_turns: u32,
+    /// How much of a text delivered to this user a sent text must contain to
+    /// be its forward (and continue its hop count), as a fraction: 0.8 lets a
+    /// prefix, a quote or a few edited words through as the same message; 1.0
+    /// counts only verbatim copies; 0 turns recognising forwards off (then
+    /// only `reply_to` and the like continue a count). docs/limits.md.
+    pub forward_match: f64,
     /// Seconds a call stays valid. A call queued longer than this (during a
     /// reconnect) is stale: the model has moved on, so it is dropped, never sent late.
     #[serde(with = "secs")]
@@ -63,6 +69,7 @@ impl Default for Limits {
         Limits {
             max_hops: 8,
             max_turns: 100,
+            forward_match: aicp_proto::tracking::CONTAINMENT,
             call_ttl: Duration::from_secs(300),
             repeat_limit: 5,
             repeat_reads: 0,

@@ -240,7 +240,7 @@ impl Guard {
         // on, named or not: its count goes on, and it is never a mere turn.
         let forwarded = call.text.and_then(|t| {
             self.texts
-                .forwards_of(t)
+                .forwards_at(t, limits.forward_match)
                 .into_iter()
                 .filter(|p| p.envelope.expires_at > now.wall_ms)
                 .max_by_key(|p| p.envelope.hops)
@@ -1070,6 +1070,15 @@ mod tests {
         assert_eq!(allow_and_finish(&mut g, now, &other).unwrap().hops, 0);
         other.text = Some("ok");
         assert_eq!(allow_and_finish(&mut g, now, &other).unwrap().hops, 0);
+        // forward_match 0 turns recognising forwards off; 1.0 counts verbatim copies only.
+        g.limits.forward_match = 0.0;
+        assert_eq!(allow_and_finish(&mut g, now, &send).unwrap().hops, 0);
+        g.limits.forward_match = 1.0;
+        send.text = Some(&forward);
+        assert_eq!(allow_and_finish(&mut g, now, &send).unwrap_err().limit, "max_hops");
+        let edited = forward.replace("docs", "documentation pages");
+        send.text = Some(&edited);
+        assert_eq!(allow_and_finish(&mut g, now, &send).unwrap().hops, 0);
     }
 
     #[test]

@@ -347,14 +347,20 @@ impl<T> Tracker<T> {
     /// [`CONTAINMENT`]), newest first: when one message went round with
     /// different wrappings, the caller picks (say, the furthest along).
     pub fn forwards_of(&self, outgoing: &str) -> Vec<&T> {
-        if self.entries.is_empty() {
+        self.forwards_at(outgoing, CONTAINMENT)
+    }
+
+    /// [`Tracker::forwards_of`] with another threshold than [`CONTAINMENT`]
+    /// (1.0: only verbatim copies); a threshold of 0 or less finds nothing.
+    pub fn forwards_at(&self, outgoing: &str, threshold: f64) -> Vec<&T> {
+        if self.entries.is_empty() || threshold <= 0.0 {
             return Vec::new();
         }
         let set = ShingleSet::of(outgoing);
         self.entries
             .iter()
             .rev()
-            .filter(|(fingerprint, _)| set.containment_at_least(fingerprint, CONTAINMENT).is_some())
+            .filter(|(fingerprint, _)| set.containment_at_least(fingerprint, threshold).is_some())
             .map(|(_, value)| value)
             .collect()
     }
