@@ -190,19 +190,25 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The default limits with every rate and repeat limit out of the way, so
+/// that every check runs and none refuses.
+fn no_rate_limits() -> aicp_bridge::guard::Limits {
+    aicp_bridge::guard::Limits {
+        repeat_limit: u32::MAX,
+        calls_per_minute: u32::MAX,
+        tool_calls_per_minute: u32::MAX,
+        session_budget: 0,
+        ..Default::default()
+    }
+}
+
 /// The guard's own work per `tools/call`, in process: read the call, check
 /// it, add the envelope, hear its outcome. Limits are set so that every check
 /// runs and none refuses.
 fn guard_cost(calls: u64) -> Duration {
     use aicp_bridge::guard::{self, envelope as aixp};
     use aicp_proto::wire;
-    let limits = guard::Limits {
-        repeat_limit: u32::MAX,
-        calls_per_minute: u32::MAX,
-        tool_calls_per_minute: u32::MAX,
-        session_budget: 0,
-        ..guard::Limits::default()
-    };
+    let limits = no_rate_limits();
     let mut g = guard::Guard::new(limits, "bench".into());
     let texts: Vec<String> = (0..calls).map(call).collect();
     let start = Instant::now();
@@ -236,13 +242,7 @@ fn prose(seed: u64, words: usize) -> String {
 fn forward_check_cost(calls: u64) -> (Duration, Duration) {
     use aicp_bridge::guard;
     use aicp_proto::aixp::Envelope;
-    let limits = guard::Limits {
-        repeat_limit: u32::MAX,
-        calls_per_minute: u32::MAX,
-        tool_calls_per_minute: u32::MAX,
-        session_budget: 0,
-        ..guard::Limits::default()
-    };
+    let limits = no_rate_limits();
     let timed = |full: bool| {
         let mut g = guard::Guard::new(limits.clone(), "bench".into());
         if full {

@@ -1075,7 +1075,10 @@ mod tests {
         assert_eq!(allow_and_finish(&mut g, now, &send).unwrap().hops, 0);
         g.limits.forward_match = 1.0;
         send.text = Some(&forward);
-        assert_eq!(allow_and_finish(&mut g, now, &send).unwrap_err().limit, "max_hops");
+        assert_eq!(
+            allow_and_finish(&mut g, now, &send).unwrap_err().limit,
+            "max_hops"
+        );
         let edited = forward.replace("docs", "documentation pages");
         send.text = Some(&edited);
         assert_eq!(allow_and_finish(&mut g, now, &send).unwrap().hops, 0);

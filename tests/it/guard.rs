@@ -164,19 +164,23 @@ async fn pass_around(players: &mut [Bridge], names: &[&str], wait: bool) -> (usi
     }
 }
 
+/// One bridge per name on the test hub, each initialized as that agent.
+async fn players_on(hub: &FakeHub, names: &[&str], limits: &[&str]) -> Vec<Bridge> {
+    let mut players = Vec::new();
+    for name in names {
+        let mut p = Bridge::serve(&hub.url(), limits);
+        p.initialize_as("2025-06-18", name).await;
+        players.push(p);
+    }
+    players
+}
+
 /// Three assistants that keep handing a task on: stopped at max_hops.
 #[tokio::test]
 async fn three_bridges_handing_work_round_stop_at_max_hops() {
     let hub = FakeHub::start(FakeHubOptions::default()).await;
-    let limits = ["--limit", "max_hops=4"];
     let names = ["alice", "bob", "carol"];
-    let mut players: Vec<Bridge> = names
-        .iter()
-        .map(|_| Bridge::serve(&hub.url(), &limits))
-        .collect();
-    for (p, name) in players.iter_mut().zip(names) {
-        p.initialize_as("2025-06-18", name).await;
-    }
+    let mut players = players_on(&hub, &names, &["--limit", "max_hops=4"]).await;
     let (reply, refused) = pass_around(&mut players, &names, false).await;
     let detail = refusal_of(&refused);
     println!(
@@ -198,15 +202,9 @@ async fn three_bridges_handing_work_round_stop_at_max_hops() {
 #[tokio::test]
 async fn a_hub_that_does_not_count_turns_cannot_keep_a_conversation_going() {
     let hub = FakeHub::start(FakeHubOptions::default()).await;
-    let limits = ["--limit", "max_hops=2", "--limit", "max_turns=3"];
     let names = ["alice", "bob"];
-    let mut players: Vec<Bridge> = names
-        .iter()
-        .map(|_| Bridge::serve(&hub.url(), &limits))
-        .collect();
-    for (p, name) in players.iter_mut().zip(names) {
-        p.initialize_as("2025-06-18", name).await;
-    }
+    let limits = ["--limit", "max_hops=2", "--limit", "max_turns=3"];
+    let mut players = players_on(&hub, &names, &limits).await;
     let (reply, refused) = pass_around(&mut players, &names, false).await;
     let detail = refusal_of(&refused);
     assert_eq!(detail["limit"], "max_turns", "{refused}");

@@ -85,12 +85,12 @@ async fn a_reply_quoting_one_line_and_distinct_messages_keep_their_counts() {
     let inbox = bob.call_tool(json!(2), "read_inbox", json!({})).await;
     let id = structured(&inbox)["messages"][0]["id"].clone();
     // Many replies, each quoting one line, to the writer: turns, never a hop more.
-    for n in 0..8 {
+    for (n, line) in lines.iter().enumerate().take(8) {
         let r = bob
             .call_tool(
                 json!(format!("q{n}")),
                 "send_message",
-                json!({"to": "alice", "reply_to": id, "text": format!("> {}\nAgreed, done.", lines[n])}),
+                json!({"to": "alice", "reply_to": id, "text": format!("> {line}\nAgreed, done.")}),
             )
             .await;
         assert_eq!(structured(&r)["aixp"]["hops"], 1, "{r}");
@@ -99,7 +99,7 @@ async fn a_reply_quoting_one_line_and_distinct_messages_keep_their_counts() {
             .call_tool(
                 json!(format!("n{n}")),
                 "send_message",
-                json!({"to": "alice", "text": format!("About \"{}\": who owns it?", lines[n])}),
+                json!({"to": "alice", "text": format!("About \"{line}\": who owns it?")}),
             )
             .await;
         assert_eq!(structured(&r)["aixp"]["hops"], 1, "{r}");
