@@ -87,6 +87,14 @@ pub enum StoreError {
     )]
     KeyQuota { identity: String, max: usize },
     #[error(
+        "context_key {key:?} is at version {current} (0: it does not exist), not the if_version {expected} you passed: nothing was written; re-read it with get_context and retry with if_version {current}"
+    )]
+    VersionMismatch {
+        key: String,
+        expected: u64,
+        current: u64,
+    },
+    #[error(
         "{sender}'s unread messages would be {would_be} bytes; the hub keeps at most {max} bytes of unread messages per sender until they are read or expire"
     )]
     PendingQuota {
@@ -123,6 +131,57 @@ pub struct InboxPage {
     pub pending: u64,
 }
 
+/// One shared-context key as `get_context` and `list_context` describe it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateEntry {
+    pub key: String,
+    /// The JSON value; `Null` in listings, which carry only `size`.
+    pub value: Value,
+    /// 1 when created, +1 on every write.
+    pub version: u64,
+    pub updated_by: String,
+    /// Unix milliseconds.
+    pub updated_at: u64,
+    /// Bytes of the value's JSON.
+    pub size: u64,
+}
+
+/// One subtask of a stored plan, with its answer once one came.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanSubtask {
+    /// 1-based, as the plan lists it.
+    pub index: u32,
+    pub description: String,
+    pub assignee: Option<String>,
+    pub message_id: Option<String>,
+    /// The first message whose `reply_to` is `message_id`.
+    pub answer: Option<PlanAnswer>,
+}
+
+/// An answer to a plan's subtask.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanAnswer {
+    pub message_id: String,
+    pub from: String,
+    pub text: String,
+    /// Unix milliseconds.
+    pub sent_at: u64,
+}
+
+/// A plan `orchestrate_collaboration` delivered, kept for `plan_status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub plan_id: String,
+    pub owner: String,
+    pub task: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub subtasks: Vec<PlanSubtask>,
+}
+
+/// How long a plan (and the answers recorded for it) is kept for `plan_status`.
+pub const PLAN_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// An agent the hub has seen connect, kept across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentRecord {
@@ -137,7 +196,37 @@ pub struct AgentRecord {
 /// answers in microseconds and callers run it off the async threads
 /// (`spawn_blocking`); a networked store would add an async twin.
 pub trait Store: Send + Sync + 'static {
-    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError>;
+    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.put_state_if(key, value, by, now_ms, None).map(drop)
+    }
+    /// Writes a key when `if_version` is None or the key's current version
+    /// (0 when absent); returns the new version (1 on create, +1 on each write).
+    /// The check and the write are one transaction.
+    fn put_state_if(
+        &self,
+        key: &str,
+        value: &Value,
+        by: &str,
+        now_ms: u64,
+        if_version: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// A key with its value and version.
+    fn get_state_entry(&self, key: &str) -> Result<Option<StateEntry>, StoreError>;
+    /// Keys starting with `prefix` and after `after`, in key order, at most
+    /// `limit` (values left `Null`); the bool says whether more follow.
+    fn list_state(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<StateEntry>, bool), StoreError>;
+    /// Whether a message with this id was stored and has not expired (read or
+    /// not), or is a stored plan's subtask: what a `reply_to` may name.
+    fn message_known(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Stores a delivered plan; answers already sent to its subtasks are recorded at once.
+    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError>;
+    /// A stored plan with the answers recorded so far.
+    fn get_plan(&self, plan_id: &str) -> Result<Option<Plan>, StoreError>;
     fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError>;
     fn snapshot(&self) -> Result<Map<String, Value>, StoreError>;
     /// Stores a message; returns its sequence number.
@@ -239,7 +328,8 @@ impl Drop for SqliteStore {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_state (
-  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL,
+  version INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
   recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
@@ -283,6 +373,25 @@ CREATE TRIGGER IF NOT EXISTS context_usage_takeover AFTER UPDATE ON shared_state
     WHERE NOT EXISTS (SELECT 1 FROM context_usage WHERE identity = NEW.updated_by);
   UPDATE context_usage SET bytes = bytes + octet_length(NEW.key) + octet_length(NEW.value), keys = keys + 1
     WHERE identity = NEW.updated_by;
+END;
+CREATE TABLE IF NOT EXISTS message_log (
+  id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS message_log_expiry ON message_log(expires_at);
+CREATE TRIGGER IF NOT EXISTS message_log_insert AFTER INSERT ON messages BEGIN
+  INSERT OR IGNORE INTO message_log (id, expires_at) VALUES (NEW.id, NEW.expires_at);
+END;
+CREATE TABLE IF NOT EXISTS plans (
+  plan_id TEXT PRIMARY KEY, owner TEXT NOT NULL, task TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS plan_subtasks (
+  plan_id TEXT NOT NULL, idx INTEGER NOT NULL, owner TEXT NOT NULL, description TEXT NOT NULL,
+  assignee TEXT, message_id TEXT, created_at INTEGER NOT NULL,
+  answer_id TEXT, answer_from TEXT, answer_text TEXT, answered_at INTEGER,
+  PRIMARY KEY (plan_id, idx));
+CREATE INDEX IF NOT EXISTS plan_subtasks_message ON plan_subtasks(message_id);
+CREATE TRIGGER IF NOT EXISTS plan_answer AFTER INSERT ON messages WHEN NEW.reply_to IS NOT NULL BEGIN
+  UPDATE plan_subtasks SET answer_id = NEW.id, answer_from = NEW.sender, answer_text = NEW.text,
+    answered_at = NEW.created_at
+    WHERE message_id = NEW.reply_to AND answer_id IS NULL;
 END;
 CREATE TRIGGER IF NOT EXISTS pending_usage_insert AFTER INSERT ON messages BEGIN
   INSERT INTO pending_usage SELECT NEW.sender, 0
@@ -331,6 +440,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // The schema first: the size limit is for what clients write, not for the tables.
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.execute_batch(&format!("BEGIN; {RECOUNT_USAGE} COMMIT;"))?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let max_pages =
@@ -356,6 +466,24 @@ impl SqliteStore {
             _ => StoreError::Write(e),
         }
     }
+}
+
+/// Brings a database an older hub wrote up to [`SCHEMA`]; idempotent, run at every open.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_version: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('shared_state') WHERE name = 'version'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_version {
+        conn.execute_batch(
+            "ALTER TABLE shared_state ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    // Messages stored before the log existed may still be answered.
+    conn.execute_batch(
+        "INSERT OR IGNORE INTO message_log (id, expires_at) SELECT id, expires_at FROM messages",
+    )
 }
 
 /// Creates the data dir readable by its owner only: it holds messages and the JWT secret.
@@ -425,7 +553,14 @@ const MESSAGE_COLUMNS: &str =
     "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at";
 
 impl Store for SqliteStore {
-    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+    fn put_state_if(
+        &self,
+        key: &str,
+        value: &Value,
+        by: &str,
+        now_ms: u64,
+        if_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(StoreError::KeyTooLong {
                 len: key.len(),
@@ -441,13 +576,24 @@ impl Store for SqliteStore {
         }
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.write_err(e))?;
-        // The key being replaced, if any: who wrote it and what it counts for.
-        let old: Option<(String, i64)> = tx
+        // The key being replaced, if any: who wrote it, what it counts for, its version.
+        let old: Option<(String, i64, i64)> = tx
             .prepare_cached(
-                "SELECT updated_by, octet_length(key) + octet_length(value) FROM shared_state WHERE key = ?1",
+                "SELECT updated_by, octet_length(key) + octet_length(value), version FROM shared_state WHERE key = ?1",
             )
-            .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .and_then(|mut s| {
+                s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
             .map_err(StoreError::Read)?;
+        let current = old.as_ref().map_or(0, |o| o.2.max(0) as u64);
+        if let Some(expected) = if_version.filter(|&v| v != current) {
+            return Err(StoreError::VersionMismatch {
+                key: key.to_owned(),
+                expected,
+                current,
+            });
+        }
         // Usage comes from the counters the triggers keep (O(1)), not from summing rows.
         if old.is_none() {
             let n: i64 = tx
@@ -467,7 +613,7 @@ impl Store for SqliteStore {
             .unwrap_or((0, 0));
         // The writer's own share, not counting the key being replaced (its new size is added below).
         let (mine_bytes, mine_keys) = match &old {
-            Some((writer, len)) if writer == by => (bytes - len, keys - 1),
+            Some((writer, len, _)) if writer == by => (bytes - len, keys - 1),
             _ => (bytes, keys),
         };
         if mine_keys as usize >= self.limits.max_keys_per_identity {
@@ -485,12 +631,167 @@ impl Store for SqliteStore {
             });
         }
         tx.execute(
-            "INSERT INTO shared_state (key, value, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            "INSERT INTO shared_state (key, value, updated_by, updated_at, version) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,
+               updated_at = excluded.updated_at, version = shared_state.version + 1",
             params![key, text, by, now_ms as i64],
         )
         .map_err(|e| self.write_err(e))?;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(current + 1)
+    }
+
+    fn get_state_entry(&self, key: &str) -> Result<Option<StateEntry>, StoreError> {
+        self.lock()
+            .prepare_cached(
+                "SELECT key, value, version, updated_by, updated_at FROM shared_state WHERE key = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([key], |r| {
+                    let text: String = r.get(1)?;
+                    Ok(StateEntry {
+                        key: r.get(0)?,
+                        size: text.len() as u64,
+                        value: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                        version: r.get::<_, i64>(2)?.max(0) as u64,
+                        updated_by: r.get(3)?,
+                        updated_at: r.get::<_, i64>(4)?.max(0) as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(StoreError::Read)
+    }
+
+    fn list_state(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<StateEntry>, bool), StoreError> {
+        let conn = self.lock();
+        // substr counts characters on both sides, so a prefix cut mid-character matches nothing.
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, octet_length(value), version, updated_by, updated_at FROM shared_state
+                 WHERE substr(key, 1, length(?1)) = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+            )
+            .map_err(StoreError::Read)?;
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut entries = stmt
+            .query_map(params![prefix, after.unwrap_or(""), fetch], |r| {
+                Ok(StateEntry {
+                    key: r.get(0)?,
+                    value: Value::Null,
+                    size: r.get::<_, i64>(1)?.max(0) as u64,
+                    version: r.get::<_, i64>(2)?.max(0) as u64,
+                    updated_by: r.get(3)?,
+                    updated_at: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .map_err(StoreError::Read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Read)?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok((entries, more))
+    }
+
+    fn message_known(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.lock()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM message_log WHERE id = ?1 AND expires_at > ?2)
+                     OR EXISTS (SELECT 1 FROM plan_subtasks WHERE message_id = ?1)",
+            )
+            .and_then(|mut s| s.query_row(params![id, now_ms as i64], |r| r.get(0)))
+            .map_err(StoreError::Read)
+    }
+
+    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        tx.execute(
+            "INSERT INTO plans (plan_id, owner, task, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![plan.plan_id, plan.owner, plan.task, plan.created_at as i64],
+        )
+        .map_err(|e| self.write_err(e))?;
+        for st in &plan.subtasks {
+            tx.prepare_cached(
+                "INSERT INTO plan_subtasks (plan_id, idx, owner, description, assignee, message_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    plan.plan_id,
+                    st.index,
+                    plan.owner,
+                    st.description,
+                    st.assignee,
+                    st.message_id,
+                    plan.created_at as i64
+                ])
+            })
+            .map_err(|e| self.write_err(e))?;
+        }
+        // An answer may have come between delivering a subtask and storing the plan.
+        tx.execute(
+            "UPDATE plan_subtasks SET (answer_id, answer_from, answer_text, answered_at) =
+               (SELECT id, sender, text, created_at FROM messages WHERE reply_to = plan_subtasks.message_id ORDER BY seq LIMIT 1)
+             WHERE plan_id = ?1 AND answer_id IS NULL
+               AND EXISTS (SELECT 1 FROM messages WHERE reply_to = plan_subtasks.message_id)",
+            [&plan.plan_id],
+        )
+        .map_err(|e| self.write_err(e))?;
         tx.commit().map_err(|e| self.write_err(e))
+    }
+
+    fn get_plan(&self, plan_id: &str) -> Result<Option<Plan>, StoreError> {
+        let conn = self.lock();
+        let head: Option<(String, String, i64)> = conn
+            .prepare_cached("SELECT owner, task, created_at FROM plans WHERE plan_id = ?1")
+            .and_then(|mut s| {
+                s.query_row([plan_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
+            .map_err(StoreError::Read)?;
+        let Some((owner, task, created_at)) = head else {
+            return Ok(None);
+        };
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT idx, description, assignee, message_id, answer_id, answer_from, answer_text, answered_at
+                 FROM plan_subtasks WHERE plan_id = ?1 ORDER BY idx",
+            )
+            .map_err(StoreError::Read)?;
+        let subtasks = stmt
+            .query_map([plan_id], |r| {
+                let answer = match r.get::<_, Option<String>>(4)? {
+                    Some(message_id) => Some(PlanAnswer {
+                        message_id,
+                        from: r.get(5)?,
+                        text: r.get(6)?,
+                        sent_at: r.get::<_, i64>(7)?.max(0) as u64,
+                    }),
+                    None => None,
+                };
+                Ok(PlanSubtask {
+                    index: r.get(0)?,
+                    description: r.get(1)?,
+                    assignee: r.get(2)?,
+                    message_id: r.get(3)?,
+                    answer,
+                })
+            })
+            .map_err(StoreError::Read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Read)?;
+        Ok(Some(Plan {
+            plan_id: plan_id.to_owned(),
+            owner,
+            task,
+            created_at: created_at.max(0) as u64,
+            subtasks,
+        }))
     }
 
     fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
@@ -584,12 +885,24 @@ impl Store for SqliteStore {
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
-        self.lock()
-            .execute(
-                "DELETE FROM messages WHERE expires_at <= ?1",
-                [now_ms as i64],
-            )
-            .map_err(|e| self.write_err(e))
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        let now = now_ms as i64;
+        let plans_before = now_ms.saturating_sub(PLAN_RETENTION_MS) as i64;
+        let n = tx
+            .execute("DELETE FROM messages WHERE expires_at <= ?1", [now])
+            .and_then(|n| {
+                tx.execute("DELETE FROM message_log WHERE expires_at <= ?1", [now])?;
+                tx.execute(
+                    "DELETE FROM plan_subtasks WHERE created_at < ?1",
+                    [plans_before],
+                )?;
+                tx.execute("DELETE FROM plans WHERE created_at < ?1", [plans_before])?;
+                Ok(n)
+            })
+            .map_err(|e| self.write_err(e))?;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(n)
     }
 
     fn agent_seen(&self, a: &AgentRecord) -> Result<(), StoreError> {
