@@ -8,3 +8,4 @@ mod inbox;
 mod listener;
 mod session;
 mod support;
+mod team;
