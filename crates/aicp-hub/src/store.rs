@@ -1411,4 +1411,78 @@ mod tests {
         assert_eq!(s.subject_not_before("alice").unwrap(), Some(300));
         assert_eq!(s.subject_not_before("bob").unwrap(), None);
     }
+
+    #[test]
+    fn an_old_database_gains_versions_and_migrating_twice_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE shared_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                 INSERT INTO shared_state VALUES ('old', '1', 'alice', 5);",
+            )
+            .unwrap();
+        }
+        for round in 0..2 {
+            let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+            let e = s.get_state_entry("old").unwrap().unwrap();
+            assert_eq!((e.version, e.value.clone()), (1 + round, json!(1 + round)));
+            let v = s
+                .put_state_if("old", &json!(2 + round), "bob", 6, Some(1 + round))
+                .unwrap();
+            assert_eq!(v, 2 + round);
+        }
+    }
+
+    #[test]
+    fn a_plan_records_the_first_answer_to_each_subtask() {
+        let s = SqliteStore::with_connection(
+            Connection::open_in_memory().unwrap(),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        s.push_message(&msg("m1", "bob", 1, 1_000)).unwrap();
+        // An answer that came before the plan was stored still counts.
+        let mut early = msg("a1", "alice", 2, 1_000);
+        early.from = "bob".into();
+        early.reply_to = Some("m1".into());
+        s.push_message(&early).unwrap();
+        let sub = |i: u32, id: &str| PlanSubtask {
+            index: i,
+            description: format!("step {i}"),
+            assignee: Some("bob".into()),
+            message_id: Some(id.into()),
+            answer: None,
+        };
+        s.put_plan(&Plan {
+            plan_id: "p".into(),
+            owner: "alice".into(),
+            task: "t".into(),
+            created_at: 3,
+            subtasks: vec![sub(1, "m1"), sub(2, "m2")],
+        })
+        .unwrap();
+        s.push_message(&msg("m2", "bob", 4, 1_000)).unwrap();
+        let mut later = msg("a2", "alice", 5, 1_000);
+        later.reply_to = Some("m2".into());
+        s.push_message(&later).unwrap();
+        let mut second = msg("a3", "alice", 6, 1_000);
+        second.reply_to = Some("m2".into());
+        s.push_message(&second).unwrap();
+        let p = s.get_plan("p").unwrap().unwrap();
+        let answers: Vec<_> = p
+            .subtasks
+            .iter()
+            .map(|st| st.answer.as_ref().map(|a| a.message_id.as_str()))
+            .collect();
+        assert_eq!(answers, [Some("a1"), Some("a2")]);
+        assert!(s.message_known("m1", 10).unwrap());
+        assert!(!s.message_known("zz", 10).unwrap());
+        // Kept past the message's expiry while the plan is; then purged with it.
+        s.purge_expired(2_000).unwrap();
+        assert!(s.message_known("m1", 2_000).unwrap());
+        s.purge_expired(PLAN_RETENTION_MS + 10).unwrap();
+        assert!(s.get_plan("p").unwrap().is_none());
+        assert!(!s.message_known("m1", PLAN_RETENTION_MS + 10).unwrap());
+    }
 }
