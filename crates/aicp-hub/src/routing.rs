@@ -183,11 +183,11 @@ pub(crate) fn split_task(task: &str) -> Vec<String> {
     for line in task.lines() {
         if let Some(item) = strip_marker(line) {
             items.push(item.to_owned());
-        } else if let (Some(last), l) = (items.last_mut(), line.trim()) {
-            if !l.is_empty() {
-                last.push(' ');
-                last.push_str(l);
-            }
+        } else if let (Some(last), l) = (items.last_mut(), line.trim())
+            && !l.is_empty()
+        {
+            last.push(' ');
+            last.push_str(l);
         }
     }
     items

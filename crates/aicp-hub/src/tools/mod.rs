@@ -82,18 +82,18 @@ pub(crate) async fn call(
         ))
         .with_data(json!({"tools": names})));
     };
-    if let Access::Needs(scope) = access {
-        if let Err(e) = caller.require(scope) {
-            let mut extra = e.data.unwrap_or_else(|| json!({}));
-            extra["tool"] = json!(name);
-            return Ok(tool_error(
-                format!(
-                    "{}; tools/list shows the tools this token may call",
-                    e.message
-                ),
-                extra,
-            ));
-        }
+    if let Access::Needs(scope) = access
+        && let Err(e) = caller.require(scope)
+    {
+        let mut extra = e.data.unwrap_or_else(|| json!({}));
+        extra["tool"] = json!(name);
+        return Ok(tool_error(
+            format!(
+                "{}; tools/list shows the tools this token may call",
+                e.message
+            ),
+            extra,
+        ));
     }
     let empty = json!({});
     let args = params.get("arguments").unwrap_or(&empty);
