@@ -42,6 +42,10 @@ pub(crate) struct Presence {
     /// URIs whose content changed (`aicp://shared-state`, `aicp://context/k`, `aicp://inbox/a`).
     changes: broadcast::Sender<Arc<str>>,
     next_connection: AtomicU64,
+    /// Work routed to each identity since the hub started (route_to_agent and
+    /// plan subtasks): equal matches go to whoever has had least. One counter
+    /// per identity work was routed to, and only known identities get work.
+    routed: Mutex<HashMap<String, usize>>,
 }
 
 impl Default for Presence {
@@ -52,6 +56,7 @@ impl Default for Presence {
             inboxes: Mutex::default(),
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             next_connection: AtomicU64::new(1),
+            routed: Mutex::default(),
         }
     }
 }
@@ -142,6 +147,7 @@ impl Presence {
             .map(|(identity, capabilities)| Candidate {
                 identity,
                 capabilities,
+                online: true,
             })
             .collect()
     }
@@ -154,19 +160,32 @@ impl Presence {
             .any(|a| a.identity == identity)
     }
 
-    pub(crate) fn capabilities_of(&self, identity: &str) -> Option<Vec<String>> {
-        self.candidates("")
-            .into_iter()
-            .find(|c| c.identity == identity)
-            .map(|c| c.capabilities)
-    }
-
     pub(crate) fn capabilities_of_connection(&self, connection: u64) -> Option<Vec<String>> {
         self.agents
             .lock()
             .unwrap()
             .get(&connection)
             .map(|a| a.capabilities.clone())
+    }
+
+    /// How much work was routed to `identity` since the hub started.
+    pub(crate) fn routed_load(&self, identity: &str) -> usize {
+        self.routed
+            .lock()
+            .unwrap()
+            .get(identity)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts one piece of work routed to `identity`.
+    pub(crate) fn routed_to(&self, identity: &str) {
+        *self
+            .routed
+            .lock()
+            .unwrap()
+            .entry(identity.to_owned())
+            .or_default() += 1;
     }
 
     /// A receiver that changes whenever `identity` gets a message.
@@ -206,6 +225,58 @@ pub(crate) fn inbox_uri(identity: &str) -> String {
     format!("{INBOX_URI_PREFIX}{identity}")
 }
 
+/// The canonical URI of a shared-context key: the key percent-encoded as
+/// RFC 6570 simple expansion (`{key}`) does, so every byte of its UTF-8 outside
+/// the unreserved set (`A-Z a-z 0-9 - . _ ~`) is `%XX` with upper-case hex.
+/// `resources/list`, notifications and results use this form; reads accept any
+/// spelling that percent-decodes to the key (see `resources::resolve`).
 pub(crate) fn context_uri(key: &str) -> String {
-    format!("{CONTEXT_URI_PREFIX}{key}")
+    let mut uri = String::with_capacity(CONTEXT_URI_PREFIX.len() + key.len());
+    uri.push_str(CONTEXT_URI_PREFIX);
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// Decodes `%XX` escapes (either hex case); None when an escape is malformed
+/// or the bytes are not UTF-8. The inverse of [`context_uri`]'s encoding.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_uris_are_percent_encoded_and_decode_back() {
+        let key = "team notes/2025 é~x";
+        let uri = context_uri(key);
+        assert_eq!(uri, "aicp://context/team%20notes%2F2025%20%C3%A9~x");
+        let part = uri.strip_prefix(CONTEXT_URI_PREFIX).unwrap();
+        assert_eq!(percent_decode(part).as_deref(), Some(key));
+        assert_eq!(percent_decode("a%2fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("plain key").as_deref(), Some("plain key"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
 }

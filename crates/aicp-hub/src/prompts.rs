@@ -1,7 +1,9 @@
 //! The hub's prompts, with declared arguments substituted into proper text
 //! content blocks: `analyze_task` and `collaboration_request`, as the original
-//! hub names them, and `check_requests`, which has the model read its inbox
-//! and answer what teammates asked.
+//! hub names them, `check_requests`, which has the model read its inbox
+//! and answer what teammates asked, and `collect_results` for a plan's
+//! answers. The prompts name no capability or agent of their own: they send
+//! the model to list_agents for what people actually declared.
 
 use serde_json::{Value, json};
 
@@ -24,8 +26,42 @@ pub(crate) fn list() -> Value {
          ]},
         {"name": "check_requests", "title": "Check and answer my requests",
          "description": "Read my inbox, answer each request from my teammates, and tell me what was done",
-         "arguments": []}
+         "arguments": []},
+        {"name": "collect_results", "title": "Collect a plan's results",
+         "description": "Check which subtasks of a plan are answered and summarise the answers",
+         "arguments": [
+            {"name": "plan_id", "description": "The plan_id orchestrate_collaboration returned", "required": true}
+         ]}
     ]})
+}
+
+/// `analyze_task`: steps, each with capabilities people on the hub declared.
+fn analyze_task(task: &str, context: Option<&str>) -> (String, String) {
+    let mut text = format!(
+        "Analyze the following task. First call list_agents to see who is on the hub and which capabilities \
+         each declared. Break the task into concrete steps and, for each step, name only capabilities \
+         that someone declared (never invent a capability or an agent); say when no one fits a step.\n\
+         To hand the steps out, call orchestrate_collaboration with the steps as a numbered list, one per line. \
+         Each assignee answers with send_message and reply_to set to the id of their subtask's message; wait for \
+         answers with read_inbox and wait_ms 30000 (call it again the same way until they are there), and follow \
+         the plan with plan_status.\n\nTask: {task}"
+    );
+    if let Some(ctx) = context {
+        text.push_str(&format!("\n\nContext: {ctx}"));
+    }
+    (format!("Analyze: {task}"), text)
+}
+
+/// `collect_results`: plan_status, then a summary of the answers.
+fn collect_results(plan_id: &str) -> (String, String) {
+    let text = format!(
+        "Call plan_status with plan_id \"{plan_id}\". For every subtask marked done, read its answer \
+         (from, text, sent_at). If some are still pending, say which and who has them (online or offline); \
+         you may wait with read_inbox and wait_ms 30000 and call plan_status again, but do not send the \
+         subtasks again. Then summarise the answers for the user, subtask by subtask, saying who answered \
+         each and what is still missing."
+    );
+    (format!("Collect results of {plan_id}"), text)
 }
 
 pub(crate) fn get(params: &Value) -> Result<Value, ErrorData> {
@@ -45,17 +81,8 @@ pub(crate) fn get(params: &Value) -> Result<Value, ErrorData> {
             .ok_or_else(|| rpc::invalid_params(format!("prompt {name:?} needs the argument `{k}`")))
     };
     let (description, text) = match name {
-        "analyze_task" => {
-            let task = required("task")?;
-            let mut text = format!(
-                "Analyze the following task. Break it into concrete steps, and for each step name the capabilities it needs \
-                 (for example: rust, code-review, analysis, writing) so it can be routed to the right agent.\n\nTask: {task}"
-            );
-            if let Some(ctx) = arg("context") {
-                text.push_str(&format!("\n\nContext: {ctx}"));
-            }
-            (format!("Analyze: {task}"), text)
-        }
+        "analyze_task" => analyze_task(required("task")?, arg("context")),
+        "collect_results" => collect_results(required("plan_id")?),
         "collaboration_request" => {
             let task = required("task")?;
             let partner = arg("partner").unwrap_or("the best-suited agent on the hub");
@@ -154,5 +181,33 @@ mod tests {
             assert!(text.contains(needed), "{needed}: {text}");
         }
         assert!(!text.contains("next_since"), "{text}");
+    }
+
+    #[test]
+    fn analyze_task_invents_no_capability_and_collect_results_uses_plan_status() {
+        let r = get(&json!({"name": "analyze_task", "arguments": {"task": "t"}})).unwrap();
+        let text = r["messages"][0]["content"]["text"].as_str().unwrap();
+        for needed in ["list_agents", "wait_ms", "reply_to", "plan_status"] {
+            assert!(text.contains(needed), "{needed}: {text}");
+        }
+        for invented in ["rust", "code-review", "writing"] {
+            assert!(!text.contains(invented), "{invented}: {text}");
+        }
+        let r =
+            get(&json!({"name": "collect_results", "arguments": {"plan_id": "plan-1"}})).unwrap();
+        let text = r["messages"][0]["content"]["text"].as_str().unwrap();
+        assert!(
+            text.contains("plan_status") && text.contains("\"plan-1\""),
+            "{text}"
+        );
+        assert!(get(&json!({"name": "collect_results", "arguments": {}})).is_err());
+        let listed = list();
+        assert!(
+            listed["prompts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "collect_results")
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::auth::Scope;
-use super::presence::{CONTEXT_URI_PREFIX, INBOX_URI_PREFIX, SHARED_STATE_URI, inbox_uri};
+use super::presence::{
+    CONTEXT_URI_PREFIX, INBOX_URI_PREFIX, SHARED_STATE_URI, inbox_uri, percent_decode,
+};
 use super::rpc::{self, ErrorData, ErrorDataExt};
 use super::store::InboxRead;
 use super::tools::{INBOX_PAGE, INBOX_PAGE_BYTES, message_view, with_store};
@@ -31,7 +33,7 @@ pub(crate) fn list(caller: &Caller) -> Value {
 pub(crate) fn templates() -> Value {
     json!({"resourceTemplates": [
         {"uriTemplate": "aicp://context/{key}", "name": "context", "title": "One shared context value",
-         "description": "The JSON value shared under {key}", "mimeType": JSON},
+         "description": "The JSON value shared under {key}, percent-encoded as RFC 6570 expands it (a space is %20, / is %2F); list keys with list_context", "mimeType": JSON},
         {"uriTemplate": "aicp://inbox/{agent}", "name": "inbox", "title": "An agent's inbox",
          "description": "Unread messages for {agent} (a peek: nothing is marked read); only the agent itself may read it", "mimeType": JSON},
     ]})
@@ -70,7 +72,11 @@ pub(crate) fn resolve(caller: &Caller, uri: &str) -> Result<Target, ErrorData> {
         .filter(|k| !k.is_empty())
     {
         caller.require(Scope::Read)?;
-        Ok(Target::Context(key.to_owned()))
+        // The key part is always percent-decoded: the canonical (encoded) form
+        // and a hand-written unencoded one name the same key; a literal `%` in
+        // a key is written `%25`.
+        let key = percent_decode(key).ok_or_else(not_found)?;
+        Ok(Target::Context(key))
     } else if let Some(agent) = uri.strip_prefix(INBOX_URI_PREFIX) {
         caller.require(Scope::Message)?;
         if agent != caller.identity {

@@ -604,7 +604,7 @@ where
                 Some(Ok(result))
             }
             "ping" | "logging/setLevel" => Some(Ok(json!({}))),
-            "tools/list" => Some(Ok(tools::list())),
+            "tools/list" => Some(Ok(tools::list_for(&caller.scopes))),
             "resources/list" => Some(Ok(resources::list(caller))),
             "resources/templates/list" => Some(Ok(resources::templates())),
             "prompts/list" => Some(Ok(prompts::list())),

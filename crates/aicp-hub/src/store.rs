@@ -87,6 +87,14 @@ pub enum StoreError {
     )]
     KeyQuota { identity: String, max: usize },
     #[error(
+        "context_key {key:?} is at version {current} (0: it does not exist), not the if_version {expected} you passed: nothing was written; re-read it with get_context and retry with if_version {current}"
+    )]
+    VersionMismatch {
+        key: String,
+        expected: u64,
+        current: u64,
+    },
+    #[error(
         "{sender}'s unread messages would be {would_be} bytes; the hub keeps at most {max} bytes of unread messages per sender until they are read or expire"
     )]
     PendingQuota {
@@ -148,6 +156,57 @@ pub struct InboxPage {
     pub read_elsewhere_more: bool,
 }
 
+/// One shared-context key as `get_context` and `list_context` describe it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateEntry {
+    pub key: String,
+    /// The JSON value; `Null` in listings, which carry only `size`.
+    pub value: Value,
+    /// 1 when created, +1 on every write.
+    pub version: u64,
+    pub updated_by: String,
+    /// Unix milliseconds.
+    pub updated_at: u64,
+    /// Bytes of the value's JSON.
+    pub size: u64,
+}
+
+/// One subtask of a stored plan, with its answer once one came.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanSubtask {
+    /// 1-based, as the plan lists it.
+    pub index: u32,
+    pub description: String,
+    pub assignee: Option<String>,
+    pub message_id: Option<String>,
+    /// The first message whose `reply_to` is `message_id`.
+    pub answer: Option<PlanAnswer>,
+}
+
+/// An answer to a plan's subtask.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanAnswer {
+    pub message_id: String,
+    pub from: String,
+    pub text: String,
+    /// Unix milliseconds.
+    pub sent_at: u64,
+}
+
+/// A plan `orchestrate_collaboration` delivered, kept for `plan_status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub plan_id: String,
+    pub owner: String,
+    pub task: String,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub subtasks: Vec<PlanSubtask>,
+}
+
+/// How long a plan (and the answers recorded for it) is kept for `plan_status`.
+pub const PLAN_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// An agent the hub has seen connect, kept across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentRecord {
@@ -162,7 +221,37 @@ pub struct AgentRecord {
 /// answers in microseconds and callers run it off the async threads
 /// (`spawn_blocking`); a networked store would add an async twin.
 pub trait Store: Send + Sync + 'static {
-    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError>;
+    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.put_state_if(key, value, by, now_ms, None).map(drop)
+    }
+    /// Writes a key when `if_version` is None or the key's current version
+    /// (0 when absent); returns the new version (1 on create, +1 on each write).
+    /// The check and the write are one transaction.
+    fn put_state_if(
+        &self,
+        key: &str,
+        value: &Value,
+        by: &str,
+        now_ms: u64,
+        if_version: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// A key with its value and version.
+    fn get_state_entry(&self, key: &str) -> Result<Option<StateEntry>, StoreError>;
+    /// Keys starting with `prefix` and after `after`, in key order, at most
+    /// `limit` (values left `Null`); the bool says whether more follow.
+    fn list_state(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<StateEntry>, bool), StoreError>;
+    /// Whether a message with this id was stored and has not expired (read or
+    /// not), or is a stored plan's subtask: what a `reply_to` may name.
+    fn message_known(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Stores a delivered plan; answers already sent to its subtasks are recorded at once.
+    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError>;
+    /// A stored plan with the answers recorded so far.
+    fn get_plan(&self, plan_id: &str) -> Result<Option<Plan>, StoreError>;
     fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError>;
     fn snapshot(&self) -> Result<Map<String, Value>, StoreError>;
     /// Stores a message; returns its sequence number.
@@ -273,7 +362,8 @@ impl Drop for SqliteStore {
 /// Tables first; the added columns, then [`TRIGGERS`], once the columns they name exist.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shared_state (
-  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);
+  key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL,
+  version INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS messages (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
   recipient TEXT NOT NULL, text TEXT NOT NULL, reply_to TEXT, created_at INTEGER NOT NULL,
@@ -336,6 +426,19 @@ CREATE TRIGGER IF NOT EXISTS context_usage_takeover AFTER UPDATE ON shared_state
   UPDATE context_usage SET bytes = bytes + octet_length(NEW.key) + octet_length(NEW.value), keys = keys + 1
     WHERE identity = NEW.updated_by;
 END;
+CREATE TABLE IF NOT EXISTS plans (
+  plan_id TEXT PRIMARY KEY, owner TEXT NOT NULL, task TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS plan_subtasks (
+  plan_id TEXT NOT NULL, idx INTEGER NOT NULL, owner TEXT NOT NULL, description TEXT NOT NULL,
+  assignee TEXT, message_id TEXT, created_at INTEGER NOT NULL,
+  answer_id TEXT, answer_from TEXT, answer_text TEXT, answered_at INTEGER,
+  PRIMARY KEY (plan_id, idx));
+CREATE INDEX IF NOT EXISTS plan_subtasks_message ON plan_subtasks(message_id);
+CREATE TRIGGER IF NOT EXISTS plan_answer AFTER INSERT ON messages WHEN NEW.reply_to IS NOT NULL BEGIN
+  UPDATE plan_subtasks SET answer_id = NEW.id, answer_from = NEW.sender, answer_text = NEW.text,
+    answered_at = NEW.created_at
+    WHERE message_id = NEW.reply_to AND answer_id IS NULL;
+END;
 CREATE TRIGGER IF NOT EXISTS pending_usage_insert AFTER INSERT ON messages BEGIN
   INSERT INTO pending_usage SELECT NEW.sender, 0
     WHERE NOT EXISTS (SELECT 1 FROM pending_usage WHERE sender = NEW.sender);
@@ -391,6 +494,11 @@ impl SqliteStore {
         // The schema first: the size limit is for what clients write, not for the tables.
         conn.execute_batch(SCHEMA)?;
         add_missing_columns(&conn, "messages", MESSAGE_COLUMNS_ADDED)?;
+        add_missing_columns(
+            &conn,
+            "shared_state",
+            &[("version", "version INTEGER NOT NULL DEFAULT 1")],
+        )?;
         conn.execute_batch(TRIGGERS)?;
         conn.execute_batch(&format!("BEGIN; {RECOUNT_USAGE} COMMIT;"))?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -549,7 +657,14 @@ fn bounded_messages(
 }
 
 impl Store for SqliteStore {
-    fn put_state(&self, key: &str, value: &Value, by: &str, now_ms: u64) -> Result<(), StoreError> {
+    fn put_state_if(
+        &self,
+        key: &str,
+        value: &Value,
+        by: &str,
+        now_ms: u64,
+        if_version: Option<u64>,
+    ) -> Result<u64, StoreError> {
         if key.len() > MAX_KEY_BYTES {
             return Err(StoreError::KeyTooLong {
                 len: key.len(),
@@ -565,13 +680,24 @@ impl Store for SqliteStore {
         }
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.write_err(e))?;
-        // The key being replaced, if any: who wrote it and what it counts for.
-        let old: Option<(String, i64)> = tx
+        // The key being replaced, if any: who wrote it, what it counts for, its version.
+        let old: Option<(String, i64, i64)> = tx
             .prepare_cached(
-                "SELECT updated_by, octet_length(key) + octet_length(value) FROM shared_state WHERE key = ?1",
+                "SELECT updated_by, octet_length(key) + octet_length(value), version FROM shared_state WHERE key = ?1",
             )
-            .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .and_then(|mut s| {
+                s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
             .map_err(StoreError::Read)?;
+        let current = old.as_ref().map_or(0, |o| o.2.max(0) as u64);
+        if let Some(expected) = if_version.filter(|&v| v != current) {
+            return Err(StoreError::VersionMismatch {
+                key: key.to_owned(),
+                expected,
+                current,
+            });
+        }
         // Usage comes from the counters the triggers keep (O(1)), not from summing rows.
         if old.is_none() {
             let n: i64 = tx
@@ -591,7 +717,7 @@ impl Store for SqliteStore {
             .unwrap_or((0, 0));
         // The writer's own share, not counting the key being replaced (its new size is added below).
         let (mine_bytes, mine_keys) = match &old {
-            Some((writer, len)) if writer == by => (bytes - len, keys - 1),
+            Some((writer, len, _)) if writer == by => (bytes - len, keys - 1),
             _ => (bytes, keys),
         };
         if mine_keys as usize >= self.limits.max_keys_per_identity {
@@ -609,12 +735,167 @@ impl Store for SqliteStore {
             });
         }
         tx.execute(
-            "INSERT INTO shared_state (key, value, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            "INSERT INTO shared_state (key, value, updated_by, updated_at, version) VALUES (?1, ?2, ?3, ?4, 1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,
+               updated_at = excluded.updated_at, version = shared_state.version + 1",
             params![key, text, by, now_ms as i64],
         )
         .map_err(|e| self.write_err(e))?;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(current + 1)
+    }
+
+    fn get_state_entry(&self, key: &str) -> Result<Option<StateEntry>, StoreError> {
+        self.lock()
+            .prepare_cached(
+                "SELECT key, value, version, updated_by, updated_at FROM shared_state WHERE key = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([key], |r| {
+                    let text: String = r.get(1)?;
+                    Ok(StateEntry {
+                        key: r.get(0)?,
+                        size: text.len() as u64,
+                        value: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                        version: r.get::<_, i64>(2)?.max(0) as u64,
+                        updated_by: r.get(3)?,
+                        updated_at: r.get::<_, i64>(4)?.max(0) as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(StoreError::Read)
+    }
+
+    fn list_state(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<StateEntry>, bool), StoreError> {
+        let conn = self.lock();
+        // substr counts characters on both sides, so a prefix cut mid-character matches nothing.
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, octet_length(value), version, updated_by, updated_at FROM shared_state
+                 WHERE substr(key, 1, length(?1)) = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+            )
+            .map_err(StoreError::Read)?;
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut entries = stmt
+            .query_map(params![prefix, after.unwrap_or(""), fetch], |r| {
+                Ok(StateEntry {
+                    key: r.get(0)?,
+                    value: Value::Null,
+                    size: r.get::<_, i64>(1)?.max(0) as u64,
+                    version: r.get::<_, i64>(2)?.max(0) as u64,
+                    updated_by: r.get(3)?,
+                    updated_at: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .map_err(StoreError::Read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Read)?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok((entries, more))
+    }
+
+    fn message_known(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.lock()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND expires_at > ?2)
+                     OR EXISTS (SELECT 1 FROM plan_subtasks WHERE message_id = ?1)",
+            )
+            .and_then(|mut s| s.query_row(params![id, now_ms as i64], |r| r.get(0)))
+            .map_err(StoreError::Read)
+    }
+
+    fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        tx.execute(
+            "INSERT INTO plans (plan_id, owner, task, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![plan.plan_id, plan.owner, plan.task, plan.created_at as i64],
+        )
+        .map_err(|e| self.write_err(e))?;
+        for st in &plan.subtasks {
+            tx.prepare_cached(
+                "INSERT INTO plan_subtasks (plan_id, idx, owner, description, assignee, message_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    plan.plan_id,
+                    st.index,
+                    plan.owner,
+                    st.description,
+                    st.assignee,
+                    st.message_id,
+                    plan.created_at as i64
+                ])
+            })
+            .map_err(|e| self.write_err(e))?;
+        }
+        // An answer may have come between delivering a subtask and storing the plan.
+        tx.execute(
+            "UPDATE plan_subtasks SET (answer_id, answer_from, answer_text, answered_at) =
+               (SELECT id, sender, text, created_at FROM messages WHERE reply_to = plan_subtasks.message_id ORDER BY seq LIMIT 1)
+             WHERE plan_id = ?1 AND answer_id IS NULL
+               AND EXISTS (SELECT 1 FROM messages WHERE reply_to = plan_subtasks.message_id)",
+            [&plan.plan_id],
+        )
+        .map_err(|e| self.write_err(e))?;
         tx.commit().map_err(|e| self.write_err(e))
+    }
+
+    fn get_plan(&self, plan_id: &str) -> Result<Option<Plan>, StoreError> {
+        let conn = self.lock();
+        let head: Option<(String, String, i64)> = conn
+            .prepare_cached("SELECT owner, task, created_at FROM plans WHERE plan_id = ?1")
+            .and_then(|mut s| {
+                s.query_row([plan_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
+            .map_err(StoreError::Read)?;
+        let Some((owner, task, created_at)) = head else {
+            return Ok(None);
+        };
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT idx, description, assignee, message_id, answer_id, answer_from, answer_text, answered_at
+                 FROM plan_subtasks WHERE plan_id = ?1 ORDER BY idx",
+            )
+            .map_err(StoreError::Read)?;
+        let subtasks = stmt
+            .query_map([plan_id], |r| {
+                let answer = match r.get::<_, Option<String>>(4)? {
+                    Some(message_id) => Some(PlanAnswer {
+                        message_id,
+                        from: r.get(5)?,
+                        text: r.get(6)?,
+                        sent_at: r.get::<_, i64>(7)?.max(0) as u64,
+                    }),
+                    None => None,
+                };
+                Ok(PlanSubtask {
+                    index: r.get(0)?,
+                    description: r.get(1)?,
+                    assignee: r.get(2)?,
+                    message_id: r.get(3)?,
+                    answer,
+                })
+            })
+            .map_err(StoreError::Read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Read)?;
+        Ok(Some(Plan {
+            plan_id: plan_id.to_owned(),
+            owner,
+            task,
+            created_at: created_at.max(0) as u64,
+            subtasks,
+        }))
     }
 
     fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
@@ -740,12 +1021,23 @@ impl Store for SqliteStore {
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
-        self.lock()
-            .execute(
-                "DELETE FROM messages WHERE expires_at <= ?1",
-                [now_ms as i64],
-            )
-            .map_err(|e| self.write_err(e))
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        let now = now_ms as i64;
+        let plans_before = now_ms.saturating_sub(PLAN_RETENTION_MS) as i64;
+        let n = tx
+            .execute("DELETE FROM messages WHERE expires_at <= ?1", [now])
+            .and_then(|n| {
+                tx.execute(
+                    "DELETE FROM plan_subtasks WHERE created_at < ?1",
+                    [plans_before],
+                )?;
+                tx.execute("DELETE FROM plans WHERE created_at < ?1", [plans_before])?;
+                Ok(n)
+            })
+            .map_err(|e| self.write_err(e))?;
+        tx.commit().map_err(|e| self.write_err(e))?;
+        Ok(n)
     }
 
     fn agent_seen(&self, a: &AgentRecord) -> Result<(), StoreError> {
@@ -1381,5 +1673,79 @@ mod tests {
         s.revoke_subject("alice", 300).unwrap();
         assert_eq!(s.subject_not_before("alice").unwrap(), Some(300));
         assert_eq!(s.subject_not_before("bob").unwrap(), None);
+    }
+
+    #[test]
+    fn an_old_database_gains_versions_and_migrating_twice_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE shared_state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                 INSERT INTO shared_state VALUES ('old', '1', 'alice', 5);",
+            )
+            .unwrap();
+        }
+        for round in 0..2 {
+            let s = SqliteStore::open(dir.path(), StoreLimits::default()).unwrap();
+            let e = s.get_state_entry("old").unwrap().unwrap();
+            assert_eq!((e.version, e.value.clone()), (1 + round, json!(1 + round)));
+            let v = s
+                .put_state_if("old", &json!(2 + round), "bob", 6, Some(1 + round))
+                .unwrap();
+            assert_eq!(v, 2 + round);
+        }
+    }
+
+    #[test]
+    fn a_plan_records_the_first_answer_to_each_subtask() {
+        let s = SqliteStore::with_connection(
+            Connection::open_in_memory().unwrap(),
+            StoreLimits::default(),
+        )
+        .unwrap();
+        s.push_message(&msg("m1", "bob", 1, 1_000)).unwrap();
+        // An answer that came before the plan was stored still counts.
+        let mut early = msg("a1", "alice", 2, 1_000);
+        early.from = "bob".into();
+        early.reply_to = Some("m1".into());
+        s.push_message(&early).unwrap();
+        let sub = |i: u32, id: &str| PlanSubtask {
+            index: i,
+            description: format!("step {i}"),
+            assignee: Some("bob".into()),
+            message_id: Some(id.into()),
+            answer: None,
+        };
+        s.put_plan(&Plan {
+            plan_id: "p".into(),
+            owner: "alice".into(),
+            task: "t".into(),
+            created_at: 3,
+            subtasks: vec![sub(1, "m1"), sub(2, "m2")],
+        })
+        .unwrap();
+        s.push_message(&msg("m2", "bob", 4, 1_000)).unwrap();
+        let mut later = msg("a2", "alice", 5, 1_000);
+        later.reply_to = Some("m2".into());
+        s.push_message(&later).unwrap();
+        let mut second = msg("a3", "alice", 6, 1_000);
+        second.reply_to = Some("m2".into());
+        s.push_message(&second).unwrap();
+        let p = s.get_plan("p").unwrap().unwrap();
+        let answers: Vec<_> = p
+            .subtasks
+            .iter()
+            .map(|st| st.answer.as_ref().map(|a| a.message_id.as_str()))
+            .collect();
+        assert_eq!(answers, [Some("a1"), Some("a2")]);
+        assert!(s.message_known("m1", 10).unwrap());
+        assert!(!s.message_known("zz", 10).unwrap());
+        // Kept past the message's expiry while the plan is; then purged with it.
+        s.purge_expired(2_000).unwrap();
+        assert!(s.message_known("m1", 2_000).unwrap());
+        s.purge_expired(PLAN_RETENTION_MS + 10).unwrap();
+        assert!(s.get_plan("p").unwrap().is_none());
+        assert!(!s.message_known("m1", PLAN_RETENTION_MS + 10).unwrap());
     }
 }

@@ -29,8 +29,13 @@ pub(crate) const INBOX_PAGE_BYTES: usize = 256 * 1024;
 /// second copy of a page small while hosts that show the model only the text
 /// block still see every message.
 pub(crate) const INBOX_TEXT_EXCERPT_BYTES: usize = 4096;
-/// The arguments `read_inbox` accepts; anything else (the old `since`, say) is refused naming these.
+/// The arguments `read_inbox` accepts (its schema's); anything else (the old `since`, say) is refused naming these.
+#[cfg(test)]
 pub(crate) const READ_INBOX_ARGUMENTS: [&str; 3] = ["wait_ms", "peek", "include_read"];
+
+/// Added to the refusal of an unknown `read_inbox` argument: a model passing
+/// the old cursor learns why none is needed.
+pub(crate) const NO_CURSOR_HINT: &str = "There is nothing to acknowledge: read_inbox marks what it returns as read, so just call it again.";
 /// The message lists a `read_inbox` answer may carry (each excerpted in the text block).
 const LISTS: [&str; 3] = ["messages", "read_by_other_sessions", "read_earlier"];
 
@@ -82,18 +87,7 @@ fn bool_arg(args: &Value, name: &str) -> Result<bool, Value> {
 }
 
 pub(super) async fn read_inbox(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Value {
-    if let Some(unknown) = args.as_object().and_then(|o| {
-        o.keys()
-            .find(|k| !READ_INBOX_ARGUMENTS.contains(&k.as_str()))
-    }) {
-        return tool_error(
-            format!(
-                "read_inbox does not take `{unknown}`; it accepts only wait_ms, peek and include_read. \
-                 There is nothing to acknowledge: read_inbox marks what it returns as read, so just call it again."
-            ),
-            json!({"accepted_arguments": READ_INBOX_ARGUMENTS}),
-        );
-    }
+    // Unknown arguments (the old `since`) were refused by `tools::call`, with the hint below.
     let (wait_ms, note) = match args.get("wait_ms") {
         None | Some(Value::Null) => (0, None),
         Some(v) => match v.as_u64() {
@@ -495,10 +489,11 @@ mod tests {
             let r = tool(&shared, &bob, "read_inbox", args).await;
             assert_eq!(r["isError"], true, "{r}");
             let why = sc(&r)["error"].as_str().unwrap();
-            assert!(why.contains("wait_ms, peek and include_read"), "{why}");
+            assert!(why.contains("include_read, peek, wait_ms"), "{why}");
+            assert!(why.contains("nothing to acknowledge"), "{why}");
             assert_eq!(
                 sc(&r)["accepted_arguments"],
-                json!(["wait_ms", "peek", "include_read"])
+                json!(["include_read", "peek", "wait_ms"])
             );
         }
         for args in [

@@ -179,6 +179,23 @@ pub(super) async fn send_message(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return tool_error("`reply_to` must be a string", json!({})),
     };
+    // A reply_to naming no message would thread an answer to nothing (and a
+    // plan's subtask would never see it): refuse it, saying why.
+    if let Some(rt) = reply_to.clone() {
+        match with_store(shared, move |s| s.message_known(&rt, now_ms())).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return tool_error(
+                    format!(
+                        "reply_to {:?} names no message this hub stored (or it expired); copy the id of the message you answer from read_inbox, or leave reply_to out. Nothing was sent",
+                        reply_to.as_deref().unwrap_or_default()
+                    ),
+                    json!({}),
+                );
+            }
+            Err(e) => return store_error(&e),
+        }
+    }
     let parent = match &reply_to {
         Some(rt) => {
             let rt = rt.clone();

@@ -1,8 +1,10 @@
 //! The hub's tools: the original hub's three (`route_to_agent`,
 //! `share_context`, `orchestrate_collaboration`, same names, argument schemas
-//! and result field names) made real, plus `list_agents`, `send_message` and
-//! `read_inbox`, `delete_context`. A tool that fails returns `isError: true` with the reason,
-//! so the model can read it; only an unknown tool is a protocol error.
+//! and result field names) made real, plus `list_agents`, `send_message`,
+//! `read_inbox`, `get_context`, `list_context`, `delete_context` and
+//! `plan_status`. A tool that fails (a missing scope and an unknown argument
+//! included) returns `isError: true` with the reason, so the model can read it;
+//! only an unknown tool is a protocol error, and it lists the tools there are.
 //!
 //! One file per group of tools: [`catalogue`] lists them, [`call`] dispatches;
 //! [`messages`] sends, [`inbox`] receives, [`agents`] says who is there,
@@ -22,19 +24,21 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::auth::Scope;
-use crate::rpc::{self, ErrorData, tool_error};
+use crate::rpc::{self, ErrorData, ErrorDataExt, tool_error};
 use crate::store::StoreError;
 use crate::{Caller, Shared, now_ms};
 use agents::{list_agents, whoami};
 use aicp_proto::aixp::Incoming;
-use context::{delete_context, share_context};
+use context::{delete_context, get_context, list_context, share_context};
 use inbox::read_inbox;
 use messages::send_message;
-use plans::orchestrate;
+use plans::{orchestrate, plan_status};
 use route::route_to_agent;
 
 pub(crate) use agents::offline_note;
+#[cfg(test)]
 pub(crate) use catalogue::list;
+pub(crate) use catalogue::list_for;
 pub(crate) use inbox::{INBOX_PAGE, INBOX_PAGE_BYTES, message_view};
 
 /// What a tool asks of the caller's token.
@@ -49,15 +53,19 @@ pub(crate) fn scope_of(tool: &str) -> Option<Access> {
     match tool {
         "whoami" => Some(Access::Anyone),
         "share_context" | "delete_context" => Some(Access::Needs(Scope::Share)),
-        "list_agents" => Some(Access::Needs(Scope::Read)),
-        "route_to_agent" | "orchestrate_collaboration" | "send_message" | "read_inbox" => {
-            Some(Access::Needs(Scope::Message))
-        }
+        "list_agents" | "get_context" | "list_context" => Some(Access::Needs(Scope::Read)),
+        "route_to_agent"
+        | "orchestrate_collaboration"
+        | "send_message"
+        | "read_inbox"
+        | "plan_status" => Some(Access::Needs(Scope::Message)),
         _ => None,
     }
 }
 
-/// `tools/call`. `Err` only for what cannot be routed (unknown tool, missing scope).
+/// `tools/call`. `Err` only for what cannot be routed: a missing name or an
+/// unknown tool (whose error lists the tools that exist). A missing scope or
+/// an argument the tool does not take is a tool result with `isError`.
 pub(crate) async fn call(
     shared: &Arc<Shared>,
     caller: &Caller,
@@ -67,15 +75,61 @@ pub(crate) async fn call(
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| rpc::invalid_params("tools/call needs a string `name`"))?;
-    let access =
-        scope_of(name).ok_or_else(|| rpc::invalid_params(format!("unknown tool {name:?}")))?;
-    if let Access::Needs(scope) = access {
-        caller.require(scope)?;
+    let Some(access) = scope_of(name) else {
+        let names = catalogue::names();
+        return Err(rpc::invalid_params(format!(
+            "unknown tool {name:?}; the tools that exist are: {}",
+            names.join(", ")
+        ))
+        .with_data(json!({"tools": names})));
+    };
+    if let Access::Needs(scope) = access
+        && let Err(e) = caller.require(scope)
+    {
+        let mut extra = e.data.unwrap_or_else(|| json!({}));
+        extra["tool"] = json!(name);
+        return Ok(tool_error(
+            format!(
+                "{}; tools/list shows the tools this token may call",
+                e.message
+            ),
+            extra,
+        ));
     }
     let empty = json!({});
     let args = params.get("arguments").unwrap_or(&empty);
-    if !args.is_object() {
+    let Some(given) = args.as_object() else {
         return Ok(tool_error("arguments must be an object", json!({})));
+    };
+    let accepted = catalogue::accepted_arguments(name);
+    let mut unknown: Vec<&str> = given
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !accepted.iter().any(|a| a == k))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        let hint = if name == "read_inbox" {
+            format!(" {}", inbox::NO_CURSOR_HINT)
+        } else {
+            String::new()
+        };
+        return Ok(tool_error(
+            format!(
+                "{name} does not take {}; it accepts: {}. Nothing was done.{hint}",
+                unknown
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if accepted.is_empty() {
+                    "no arguments".to_owned()
+                } else {
+                    accepted.join(", ")
+                }
+            ),
+            json!({"unknown_arguments": unknown, "accepted_arguments": accepted}),
+        ));
     }
     let incoming = Incoming::from_params(params);
     Ok(match name {
@@ -83,6 +137,9 @@ pub(crate) async fn call(
         "list_agents" => list_agents(shared).await,
         "share_context" => share_context(shared, caller, args).await,
         "delete_context" => delete_context(shared, caller, args).await,
+        "get_context" => get_context(shared, args).await,
+        "list_context" => list_context(shared, args).await,
+        "plan_status" => plan_status(shared, caller, args).await,
         "send_message" => send_message(shared, caller, &incoming, args).await,
         "read_inbox" => read_inbox(shared, caller, args).await,
         "route_to_agent" => route_to_agent(shared, caller, &incoming, args).await,

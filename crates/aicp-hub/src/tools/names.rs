@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::with_store;
 use crate::Shared;
+use crate::routing::Candidate;
 use crate::rpc::tool_error;
 use crate::store::StoreError;
 
@@ -35,6 +36,47 @@ pub(super) async fn known_identities(shared: &Arc<Shared>) -> Result<Vec<String>
     known.sort();
     known.dedup();
     Ok(known)
+}
+
+/// Everyone work may go to, except `except`: the connected identities with
+/// what they declared now, then every identity seen before and offline now,
+/// with what it declared when last connected (its inbox keeps what is sent).
+pub(super) async fn people(
+    shared: &Arc<Shared>,
+    except: &str,
+) -> Result<Vec<Candidate>, StoreError> {
+    let seen = with_store(shared, |s| s.agents_seen()).await?;
+    let mut out = shared.presence.candidates(except);
+    for a in seen {
+        if a.identity != except && !out.iter().any(|c| c.identity == a.identity) {
+            out.push(Candidate {
+                identity: a.identity,
+                capabilities: a.capabilities,
+                online: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// How a candidate shows in a result: name, what it declared, online or offline.
+pub(super) fn describe(people: &[Candidate]) -> Vec<Value> {
+    people
+        .iter()
+        .take(MAX_NAMES_LISTED)
+        .map(|c| {
+            json!({
+                "identity": c.identity,
+                "capabilities": c.capabilities,
+                "presence": presence_word(c.online),
+            })
+        })
+        .collect()
+}
+
+/// `online` or `offline`, as every result says it.
+pub(super) fn presence_word(online: bool) -> &'static str {
+    if online { "online" } else { "offline" }
 }
 
 /// The known identity `raw` names, or why it names none. Surrounding

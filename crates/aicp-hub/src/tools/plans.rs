@@ -1,15 +1,18 @@
-//! `orchestrate_collaboration`: splits a task into subtasks, assigns each to
-//! an agent and delivers the plan whole or not at all.
+//! `orchestrate_collaboration`: splits a task into subtasks, assigns each by
+//! declared capabilities, delivers the plan whole or not at all and stores it;
+//! `plan_status`: each subtask's assignee and answer, for the plan's owner.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::inbox::truncate_bytes;
 use super::messages::{NotDelivered, deliver};
-use super::names::{known_identities, resolve_recipient, unknown_recipient};
-use super::{store_error, str_arg, str_list, timestamp, with_store};
+use super::names::{people, presence_word, resolve_recipient, unknown_recipient};
+use super::{iso8601, store_error, str_arg, str_list, timestamp, with_store};
 use crate::routing::{self, Candidate};
 use crate::rpc::{tool_error, tool_result};
+use crate::store::{PLAN_RETENTION_MS, Plan, PlanSubtask};
 use crate::{Caller, Shared, now_ms};
 use aicp_proto::aixp::{self, Incoming};
 
@@ -66,12 +69,15 @@ pub(super) async fn orchestrate(
     }
     let agents: Vec<Candidate> = match named.filter(|n| !n.is_empty()) {
         Some(names) => {
-            let seen = with_store(shared, |s| s.agents_seen())
-                .await
-                .unwrap_or_default();
-            let known = match known_identities(shared).await {
-                Ok(k) => k,
+            // Everyone known, the caller included: naming yourself is allowed.
+            let mut everyone = match people(shared, "").await {
+                Ok(p) => p,
                 Err(e) => return store_error(&e),
+            };
+            let known: Vec<String> = {
+                let mut k: Vec<String> = everyone.iter().map(|c| c.identity.clone()).collect();
+                k.sort();
+                k
             };
             let mut out: Vec<Candidate> = Vec::new();
             for raw in names {
@@ -83,23 +89,16 @@ pub(super) async fn orchestrate(
                 if out.iter().any(|c| c.identity == n) {
                     continue;
                 }
-                let capabilities = shared
-                    .presence
-                    .capabilities_of(&n)
-                    .or_else(|| {
-                        seen.iter()
-                            .find(|a| a.identity == n)
-                            .map(|a| a.capabilities.clone())
-                    })
-                    .unwrap_or_default();
-                out.push(Candidate {
-                    identity: n,
-                    capabilities,
-                });
+                if let Some(i) = everyone.iter().position(|c| c.identity == n) {
+                    out.push(everyone.swap_remove(i));
+                }
             }
             out
         }
-        None => shared.presence.candidates(&caller.identity),
+        None => match people(shared, &caller.identity).await {
+            Ok(p) => p,
+            Err(e) => return store_error(&e),
+        },
     };
     let subtasks = routing::split_task(&task);
     if subtasks.len() > MAX_SUBTASKS {
@@ -111,20 +110,22 @@ pub(super) async fn orchestrate(
             json!({}),
         );
     }
-    let assignment = routing::assign(&subtasks, &agents);
+    let assignment = routing::assign(&subtasks, &agents, |id| shared.presence.routed_load(id));
     let plan_id = format!("plan-{:x}-{:08x}", now_ms(), fastrand::u32(..));
     let total = subtasks.len();
     // Each message carries its own subtask and a short quote of the task, not
     // the whole task again (32 copies of a 1 MB task were 35 MB stored).
     let excerpt = task_excerpt(&task, TASK_EXCERPT_CHARS);
+    let me = &caller.identity;
     let texts: Vec<String> = subtasks
         .iter()
         .enumerate()
         .map(|(i, st)| {
             format!(
-                "[{plan_id}] subtask {}/{total} of \"{excerpt}\": {}",
+                "[{plan_id}] subtask {}/{total} from {me}: {st}\n\n(Part of: \"{excerpt}\")\n\
+                 When done, reply with send_message(to=\"{me}\", text=<your result>, reply_to=<the id of this message>); \
+                 the id is shown with this message in read_inbox. {me} follows the plan with plan_status.",
                 i + 1,
-                st.description
             )
         })
         .collect();
@@ -143,21 +144,29 @@ pub(super) async fn orchestrate(
         );
     }
     let mut steps = Vec::with_capacity(total);
+    let mut stored = Vec::with_capacity(total);
     let mut failures = Vec::new();
     for (i, ((st, who), text)) in subtasks.iter().zip(&assignment).zip(texts).enumerate() {
+        let online = who
+            .as_ref()
+            .map(|w| shared.presence.is_connected(&w.identity));
         let mut step = json!({
             "index": i + 1,
-            "description": st.description,
-            "capabilities": st.capabilities,
-            "agent": who,
+            "description": st,
+            "agent": who.as_ref().map(|w| &w.identity),
+            "presence": online.map(presence_word),
+            "capabilities": who.as_ref().map(|w| w.matched.clone()).unwrap_or_default(),
             "delivered": false,
             "message_id": null,
         });
+        let mut message_id = None;
         if let Some(who) = who {
-            match deliver(shared, caller, incoming, who, text, None).await {
+            match deliver(shared, caller, incoming, &who.identity, text, None).await {
                 Ok(m) => {
+                    shared.presence.routed_to(&who.identity);
                     step["delivered"] = json!(true);
                     step["message_id"] = json!(m.id);
+                    message_id = Some(m.id);
                 }
                 Err(NotDelivered::Store(e)) => {
                     step["error"] = json!(e.to_string());
@@ -166,7 +175,26 @@ pub(super) async fn orchestrate(
                 Err(NotDelivered::Refused(r)) => return NotDelivered::Refused(r).into_result(),
             }
         }
+        stored.push(PlanSubtask {
+            index: (i + 1) as u32,
+            description: st.clone(),
+            assignee: who.as_ref().map(|w| w.identity.clone()),
+            message_id,
+            answer: None,
+        });
         steps.push(step);
+    }
+    let plan = Plan {
+        plan_id: plan_id.clone(),
+        owner: caller.identity.clone(),
+        task: excerpt,
+        created_at: now_ms(),
+        subtasks: stored,
+    };
+    if let Err(e) = with_store(shared, move |s| s.put_plan(&plan)).await {
+        failures.push(format!(
+            "the plan was delivered but not stored, so plan_status will not know it: {e}"
+        ));
     }
     let status = if agents.is_empty() {
         "planned_unassigned"
@@ -175,16 +203,108 @@ pub(super) async fn orchestrate(
     } else {
         "partially_delegated"
     };
+    let next = if agents.is_empty() {
+        "Nobody else is known to this hub, so nothing was delivered.".to_owned()
+    } else {
+        format!(
+            "Each assignee was asked to reply with reply_to set to their subtask's message id. Wait with read_inbox wait_ms, and call plan_status(plan_id=\"{plan_id}\") to see which subtasks are answered."
+        )
+    };
+    let mut result = json!({
+        "status": status,
+        "plan_id": plan_id,
+        "task": task,
+        "agents": agents.iter().map(|a| &a.identity).collect::<Vec<_>>(),
+        "subtasks": steps,
+        "next": next,
+        "timestamp": timestamp(),
+    });
+    if !failures.is_empty() {
+        result["errors"] = json!(failures);
+    }
+    tool_result(result, !failures.is_empty())
+}
+
+/// Most bytes of one answer `plan_status` quotes; the whole answer is in the owner's inbox.
+pub(crate) const ANSWER_EXCERPT_BYTES: usize = 8 * 1024;
+
+/// Who may read a plan: its owner only. The answers are messages addressed to
+/// the owner, which no one else may read in their inbox either, and a plan id
+/// is easy to pass around; an owner who wants to share results shares them
+/// with share_context.
+pub(super) async fn plan_status(shared: &Arc<Shared>, caller: &Caller, args: &Value) -> Value {
+    let plan_id = match str_arg(args, "plan_id") {
+        Ok(p) => p.trim().to_owned(),
+        Err(e) => return e,
+    };
+    let id = plan_id.clone();
+    let plan = match with_store(shared, move |s| s.get_plan(&id)).await {
+        Ok(p) => p.filter(|p| p.owner == caller.identity),
+        Err(e) => return store_error(&e),
+    };
+    let Some(plan) = plan else {
+        // Another owner's plan reads as unknown: its id confirms nothing.
+        return tool_error(
+            format!(
+                "you have no plan {plan_id:?} (plans are kept {} days and only their owner may read them); orchestrate_collaboration returns the plan_id",
+                PLAN_RETENTION_MS / 86_400_000
+            ),
+            json!({"plan_id": plan_id}),
+        );
+    };
+    let mut done = 0;
+    let subtasks: Vec<Value> = plan
+        .subtasks
+        .iter()
+        .map(|st| {
+            let answer = st.answer.as_ref().map(|a| {
+                let text = truncate_bytes(&a.text, ANSWER_EXCERPT_BYTES);
+                json!({
+                    "from": a.from,
+                    "text": text,
+                    "truncated": text.len() < a.text.len(),
+                    "sent_at": iso8601(a.sent_at),
+                    "message_id": a.message_id,
+                })
+            });
+            done += usize::from(answer.is_some());
+            let status = if answer.is_some() {
+                "done"
+            } else if st.assignee.is_none() {
+                "unassigned"
+            } else {
+                "pending"
+            };
+            json!({
+                "index": st.index,
+                "description": st.description,
+                "assignee": st.assignee,
+                "presence": st.assignee.as_deref().map(|a| presence_word(shared.presence.is_connected(a))),
+                "message_id": st.message_id,
+                "status": status,
+                "answer": answer,
+            })
+        })
+        .collect();
+    let total = subtasks.len();
+    let next = if done == total {
+        "Every subtask is answered: summarise the answers for the user."
+    } else {
+        "Some subtasks are not answered yet: wait with read_inbox wait_ms 30000, then call plan_status again."
+    };
     tool_result(
         json!({
-            "status": status,
-            "plan_id": plan_id,
-            "task": task,
-            "agents": agents.iter().map(|a| &a.identity).collect::<Vec<_>>(),
-            "subtasks": steps,
-            "timestamp": timestamp(),
+            "plan_id": plan.plan_id,
+            "task": plan.task,
+            "created_at": iso8601(plan.created_at),
+            "subtasks": subtasks,
+            "done": done,
+            "pending": total - done,
+            "total": total,
+            "complete": done == total,
+            "next": next,
         }),
-        !failures.is_empty(),
+        false,
     )
 }
 
@@ -203,7 +323,7 @@ mod tests {
         connect(&shared, "bob", Scopes::all());
         // 32 lines of ~31 KB: one 1 MB task.
         let task: String = (0..32)
-            .map(|i| format!("step {i} {}\n", "w".repeat(31_000)))
+            .map(|i| format!("- step {i} {}\n", "w".repeat(31_000)))
             .collect();
         let r = tool(
             &shared,
@@ -226,12 +346,16 @@ mod tests {
             .map(|m| m.text.len())
             .sum();
         assert!(
-            stored < task.len() + 32 * 400,
+            stored < task.len() + 32 * 700,
             "{stored} bytes stored for a {} byte task",
             task.len()
         );
-        // A task whose default phases would store more than MAX_PLAN_BYTES is refused whole.
-        let huge = "v".repeat(MAX_PLAN_BYTES / 2);
+        // A task whose subtasks would store more than MAX_PLAN_BYTES is refused whole.
+        let huge = format!(
+            "- {}\n- {}",
+            "v".repeat(MAX_PLAN_BYTES / 2),
+            "w".repeat(MAX_PLAN_BYTES / 2)
+        );
         let r = tool(
             &shared,
             &alice,

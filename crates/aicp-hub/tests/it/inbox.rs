@@ -104,7 +104,9 @@ async fn the_old_cursor_is_refused_by_name_and_a_long_wait_is_clamped_with_a_not
     assert_eq!(r["result"]["isError"], true, "{r}");
     let why = structured(&r)["error"].as_str().unwrap();
     assert!(
-        why.contains("`since`") && why.contains("wait_ms, peek and include_read"),
+        why.contains("`since`")
+            && why.contains("include_read, peek, wait_ms")
+            && why.contains("nothing to acknowledge"),
         "{why}"
     );
     let r = c[1]
@@ -274,7 +276,7 @@ async fn messages_reach_only_known_names_after_trimming_and_case_folding() {
         .call_tool(
             json!("o1"),
             "orchestrate_collaboration",
-            json!({"task": "x; y", "agents": ["BOB", "ghost"]}),
+            json!({"task": "- x\n- y", "agents": ["BOB", "ghost"]}),
         )
         .await;
     assert_eq!(r["result"]["isError"], true, "{r}");
@@ -282,7 +284,7 @@ async fn messages_reach_only_known_names_after_trimming_and_case_folding() {
         .call_tool(
             json!("o2"),
             "orchestrate_collaboration",
-            json!({"task": "x; y", "agents": ["BOB"]}),
+            json!({"task": "- x\n- y", "agents": ["BOB"]}),
         )
         .await;
     assert_eq!(structured(&r)["agents"], json!(["bob"]), "{r}");
@@ -397,7 +399,7 @@ async fn a_share_only_user_cannot_fill_the_store_for_everyone() {
     let r = reader
         .call_tool(json!(1), "delete_context", json!({"context_key": "plan"}))
         .await;
-    assert_eq!(r["error"]["code"], -32003, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["scope"], "share", "{r}");
     // Pending message bytes are per sender: alice's flood stops at her quota, carol's mail still arrives.
     let text = "y".repeat(30_000);
     let mut sent = 0;
@@ -475,7 +477,7 @@ async fn one_answer_stays_bounded_however_large_the_inbox() {
 
     // One 1 MB orchestrate_collaboration of 32 subtasks stores about 1 MB, not 32 copies of the task.
     let task: String = (0..32)
-        .map(|i| format!("part {i}: {}\n", "t".repeat(31_000)))
+        .map(|i| format!("{i}. part {i}: {}\n", "t".repeat(31_000)))
         .collect();
     let r = c[0]
         .call_tool(
@@ -503,24 +505,9 @@ async fn one_answer_stays_bounded_however_large_the_inbox() {
         task.len()
     );
     assert_eq!(count, 32);
-    assert!(stored < task.len() + 32 * 400, "{stored}");
-    // A plan over the per-call bound is refused whole, with the number.
-    let r = c[0]
-        .call_tool(
-            json!("huge"),
-            "orchestrate_collaboration",
-            json!({"task": "h".repeat(1_500_000), "agents": ["bob"]}),
-        )
-        .await;
-    assert_eq!(r["result"]["isError"], true);
-    let why = structured(&r)["error"].as_str().unwrap();
-    assert!(why.contains("at most 4194304"), "{why}");
-    let r = c[1]
-        .call_tool(json!("after"), "read_inbox", json!({}))
-        .await;
-    assert_eq!(
-        texts(&r).len(),
-        0,
-        "nothing of the refused plan was delivered"
-    );
+    // Each subtask message adds its reply instructions (about 500 bytes), not the task.
+    assert!(stored < task.len() + 32 * 700, "{stored}");
+    // The per-plan byte bound (MAX_PLAN_BYTES) is the unit test's
+    // (tools::plans): each subtask is stored once now, so a task within this
+    // hub's 3 MB message limit cannot reach 4 MiB of subtasks.
 }

@@ -10,3 +10,4 @@ mod listener;
 mod presence;
 mod session;
 mod support;
+mod team;
