@@ -291,3 +291,246 @@ async fn a_one_shot_share_leaves_the_users_capabilities_as_they_were() {
         "{agents}"
     );
 }
+
+/// Appends a line to `who: what` in the transcript and returns the result.
+async fn said(
+    transcript: &mut Vec<String>,
+    who: &str,
+    bridge: &mut Bridge,
+    name: &str,
+    args: Value,
+) -> Value {
+    let r = tool(bridge, name, args.clone()).await;
+    let text = r["content"][0]["text"].as_str().unwrap_or_default();
+    let shown: String = text.chars().take(400).collect();
+    transcript.push(format!("{who} → {name}({args})\n    ← {shown}"));
+    r
+}
+
+#[tokio::test]
+async fn four_people_coordinate_by_what_they_declared() {
+    let hub = LocalHub::start(&[]).await;
+    let mut alice = assistant(&hub, "alice", &["--capabilities", "writing,analysis"]).await;
+    let mut bob = assistant(&hub, "bob", &["--capabilities", "rust,code-review"]).await;
+    let mut carol = assistant(&hub, "carol", &["--capabilities", "design,ux"]).await;
+    let mut dave = assistant(&hub, "dave", &[]).await;
+    let mut t = Vec::new();
+
+    // Dave's UX questions all reach carol, the one who declared design and ux.
+    for q in [
+        "How should the onboarding flow look for first-time users?",
+        "Can someone make a mockup of the settings page?",
+        "Is the new dashboard layout accessible enough?",
+        "Please audit the usability of the sign-up form",
+        "Preview the wireframe for the mobile menu",
+    ] {
+        let r = said(
+            &mut t,
+            "dave",
+            &mut dave,
+            "route_to_agent",
+            json!({"message": q}),
+        )
+        .await;
+        assert_eq!(
+            (
+                structured(&r)["agent"].as_str(),
+                structured(&r)["delivered"].as_bool()
+            ),
+            (Some("carol"), Some(true)),
+            "{q}: {r}"
+        );
+    }
+    // A review goes to bob, writing to alice; a request nobody declared says so honestly.
+    let r = said(
+        &mut t,
+        "carol",
+        &mut carol,
+        "route_to_agent",
+        json!({"message": "Please review my pull request for the theme switcher"}),
+    )
+    .await;
+    assert_eq!(structured(&r)["agent"], "bob", "{r}");
+    let r = said(
+        &mut t,
+        "bob",
+        &mut bob,
+        "route_to_agent",
+        json!({"message": "Could someone draft the release announcement?"}),
+    )
+    .await;
+    assert_eq!(structured(&r)["agent"], "alice", "{r}");
+    let r = said(
+        &mut t,
+        "dave",
+        &mut dave,
+        "route_to_agent",
+        json!({"message": "Book a table for six at 7pm"}),
+    )
+    .await;
+    let sc = structured(&r);
+    assert_eq!(
+        (sc["delivered"].as_bool(), sc["agent"].is_null()),
+        (Some(false), true),
+        "{r}"
+    );
+    let hint = sc["suggestion"].as_str().unwrap();
+    assert!(
+        hint.contains("carol (design, ux; online)") && hint.contains("send_message"),
+        "{hint}"
+    );
+
+    // Alice's numbered plan: split line by line, "2FA" and "404" intact, a `;`
+    // inside a sentence kept; assigned by capability, none to alice herself.
+    let task = "Release checklist:\n1. 2FA: add TOTP to the login crate\n2. 404 page redesign\n3. Review the pull request; check the error paths";
+    let r = said(
+        &mut t,
+        "alice",
+        &mut alice,
+        "orchestrate_collaboration",
+        json!({"task": task}),
+    )
+    .await;
+    let plan = structured(&r).clone();
+    let steps = plan["subtasks"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["description"].as_str().unwrap(),
+                s["agent"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2FA: add TOTP to the login crate", "bob"),
+            ("404 page redesign", "carol"),
+            ("Review the pull request; check the error paths", "bob"),
+        ],
+        "{r}"
+    );
+    // A name nobody has: refused whole, nothing delivered.
+    let r = said(
+        &mut t,
+        "alice",
+        &mut alice,
+        "orchestrate_collaboration",
+        json!({"task": "- fix the login crate", "agents": ["zed"]}),
+    )
+    .await;
+    assert_eq!(r["isError"], true, "{r}");
+
+    // Bob reads his inbox and answers the 2FA subtask as its message says (reply_to).
+    let inbox = said(&mut t, "bob", &mut bob, "read_inbox", json!({})).await;
+    let messages = structured(&inbox)["messages"].as_array().unwrap();
+    let subtask = messages
+        .iter()
+        .find(|m| m["text"].as_str().unwrap().contains("2FA: add TOTP"))
+        .unwrap_or_else(|| panic!("{inbox}"));
+    assert!(
+        subtask["text"].as_str().unwrap().contains("reply_to"),
+        "{subtask}"
+    );
+    let r = said(&mut t, "bob", &mut bob, "send_message", json!({"to": "alice", "text": "TOTP is in, behind a feature flag.", "reply_to": subtask["id"]})).await;
+    assert_eq!(r["isError"], false, "{r}");
+    let r = said(
+        &mut t,
+        "alice",
+        &mut alice,
+        "plan_status",
+        json!({"plan_id": plan["plan_id"]}),
+    )
+    .await;
+    let sc = structured(&r);
+    assert_eq!(
+        (sc["done"].as_u64(), sc["pending"].as_u64()),
+        (Some(1), Some(2)),
+        "{r}"
+    );
+    assert_eq!(
+        sc["subtasks"][0]["answer"]["text"], "TOTP is in, behind a feature flag.",
+        "{r}"
+    );
+
+    // Shared context a model can read: versions make a stale write a conflict, not a lost update.
+    let r = said(
+        &mut t,
+        "alice",
+        &mut alice,
+        "share_context",
+        json!({"context_key": "release notes", "context_value": ["2FA"]}),
+    )
+    .await;
+    assert_eq!(structured(&r)["version"], 1, "{r}");
+    let r = said(
+        &mut t,
+        "carol",
+        &mut carol,
+        "get_context",
+        json!({"context_key": "release notes"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            structured(&r)["value"].clone(),
+            structured(&r)["version"].as_u64()
+        ),
+        (json!(["2FA"]), Some(1)),
+        "{r}"
+    );
+    said(&mut t, "carol", &mut carol, "share_context", json!({"context_key": "release notes", "context_value": ["2FA", "404 page"], "if_version": 1})).await;
+    let r = said(&mut t, "bob", &mut bob, "share_context", json!({"context_key": "release notes", "context_value": ["2FA", "review"], "if_version": 1})).await;
+    assert_eq!(r["isError"], true, "a stale write is a conflict: {r}");
+    let r = said(&mut t, "bob", &mut bob, "list_context", json!({})).await;
+    assert_eq!(structured(&r)["keys"][0]["version"], 2, "{r}");
+    // The per-key resource under its percent-encoded URI, through the bridge.
+    let r = carol
+        .request(
+            "res",
+            "resources/read",
+            json!({"uri": "aicp://context/release%20notes"}),
+        )
+        .await;
+    assert_eq!(
+        r["result"]["contents"][0]["text"], r#"["2FA","404 page"]"#,
+        "{r}"
+    );
+    let r = said(
+        &mut t,
+        "dave",
+        &mut dave,
+        "delete_context",
+        json!({"context_key": "release notes"}),
+    )
+    .await;
+    assert_eq!(structured(&r)["deleted"], true, "{r}");
+
+    // A read-only token is offered only the tools that read.
+    let token = hub.token("erin", "read");
+    let mut reader = Bridge::serve_env(hub.url(), &[], &[("AICP_TOKEN", &token)]);
+    reader.initialize("2025-11-25").await;
+    let tools = reader.request("tools", "tools/list", json!({})).await;
+    let mut names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["annotations"]["readOnlyHint"] == true),
+        "{tools}"
+    );
+    assert!(
+        names.contains(&"list_agents") && !names.contains(&"send_message"),
+        "{names:?}"
+    );
+
+    println!("{}", t.join("\n"));
+}

@@ -132,7 +132,7 @@ async def main_phase(bridge, url, token_alice, token_bob, bad_token):
         check(json.loads(body.contents[0].text)["messages"] == [], "read_inbox marked them read")
 
         prompts = {p.name: p for p in (await alice.list_prompts()).prompts}
-        check(set(prompts) == {"analyze_task", "collaboration_request", "check_requests"}, "prompts/list")
+        check(set(prompts) == {"analyze_task", "collaboration_request", "check_requests", "collect_results"}, "prompts/list")
         check([a.name for a in prompts["analyze_task"].arguments] == ["task", "context"], "analyze_task declares its arguments")
         p = await alice.get_prompt("analyze_task", {"task": "ship 0.2"})
         check(p.messages[0].content.type == "text" and "Task: ship 0.2" in p.messages[0].content.text, "prompts/get analyze_task substitutes")

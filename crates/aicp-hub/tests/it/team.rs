@@ -45,14 +45,10 @@ async fn route(c: &mut RawClient, message: &str) -> Value {
     sc(&r).clone()
 }
 
-/// Every unread message, acknowledging them.
+/// Every unread message (a read marks them read).
 async fn drain(c: &mut RawClient) -> Vec<Value> {
-    let r = c.call_tool(json!("peek"), "read_inbox", json!({})).await;
-    let msgs = sc(&r)["messages"].as_array().unwrap().clone();
-    let next = sc(&r)["next_since"].clone();
-    c.call_tool(json!("ack"), "read_inbox", json!({"since": next}))
-        .await;
-    msgs
+    let r = c.call_tool(json!("read"), "read_inbox", json!({})).await;
+    sc(&r)["messages"].as_array().unwrap().clone()
 }
 
 /// Waits until the hub reports `who` offline (a no-match route lists everyone's presence).
