@@ -225,41 +225,45 @@ pub(crate) fn inbox_uri(identity: &str) -> String {
     format!("{INBOX_URI_PREFIX}{identity}")
 }
 
+/// What RFC 6570 simple expansion (`{key}`) leaves as it is: the unreserved
+/// set `A-Z a-z 0-9 - . _ ~`. Every other byte of the key's UTF-8 is `%XX`.
+const EXPANDED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The canonical URI of a shared-context key: the key percent-encoded as
-/// RFC 6570 simple expansion (`{key}`) does, so every byte of its UTF-8 outside
-/// the unreserved set (`A-Z a-z 0-9 - . _ ~`) is `%XX` with upper-case hex.
-/// `resources/list`, notifications and results use this form; reads accept any
-/// spelling that percent-decodes to the key (see `resources::resolve`).
+/// RFC 6570 simple expansion does (upper-case hex). `resources/list`,
+/// notifications and results use this form; reads and subscriptions accept
+/// any spelling that percent-decodes to the key ([`canonical_uri`]).
 pub(crate) fn context_uri(key: &str) -> String {
-    let mut uri = String::with_capacity(CONTEXT_URI_PREFIX.len() + key.len());
-    uri.push_str(CONTEXT_URI_PREFIX);
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            uri.push(b as char);
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri
+    format!(
+        "{CONTEXT_URI_PREFIX}{}",
+        percent_encoding::utf8_percent_encode(key, EXPANDED)
+    )
 }
 
-/// Decodes `%XX` escapes (either hex case); None when an escape is malformed
-/// or the bytes are not UTF-8. The inverse of [`context_uri`]'s encoding.
+/// Decodes `%XX` escapes (either hex case); None when the bytes are not
+/// UTF-8. The inverse of [`context_uri`]'s encoding; a `%` not followed by two
+/// hex digits stays as it is.
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+}
+
+/// The one spelling of a resource URI that change notifications use: a
+/// context key's URI in its canonical encoding, any other URI as it is.
+pub(crate) fn canonical_uri(uri: &str) -> String {
+    match uri
+        .strip_prefix(CONTEXT_URI_PREFIX)
+        .and_then(percent_decode)
+    {
+        Some(key) if !key.is_empty() => context_uri(&key),
+        _ => uri.to_owned(),
     }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -275,8 +279,14 @@ mod tests {
         assert_eq!(percent_decode(part).as_deref(), Some(key));
         assert_eq!(percent_decode("a%2fb").as_deref(), Some("a/b"));
         assert_eq!(percent_decode("plain key").as_deref(), Some("plain key"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
         assert_eq!(percent_decode("%FF"), None);
+        for spelling in [
+            "aicp://context/team notes/2025 é~x",
+            "aicp://context/team%20notes%2f2025%20%c3%a9~x",
+            uri.as_str(),
+        ] {
+            assert_eq!(canonical_uri(spelling), uri, "{spelling}");
+        }
+        assert_eq!(canonical_uri("aicp://shared-state"), "aicp://shared-state");
     }
 }

@@ -13,7 +13,7 @@
 //! read (backpressure instead of buffering). The hub pings every
 //! `--keepalive`; a peer silent for two intervals is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,7 +144,7 @@ pub(crate) async fn run<S>(
         over_limit: 0,
         limited: None,
         inflight: HashMap::new(),
-        subscriptions: HashSet::new(),
+        subscriptions: HashMap::new(),
         tracker: TaskTracker::new(),
         done_tx,
         anonymous,
@@ -173,9 +173,10 @@ pub(crate) async fn run<S>(
             }
             change = changes.recv() => {
                 let uris: Vec<String> = match change {
-                    Ok(uri) => s.subscriptions.contains(&*uri).then(|| uri.to_string()).into_iter().collect(),
+                    // Changes come in canonical form; the client is told in the spelling it subscribed with.
+                    Ok(uri) => s.subscriptions.get(&*uri).cloned().into_iter().collect(),
                     // Fell behind: say that everything subscribed may have changed.
-                    Err(broadcast::error::RecvError::Lagged(_)) => s.subscriptions.iter().cloned().collect(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => s.subscriptions.values().cloned().collect(),
                     Err(broadcast::error::RecvError::Closed) => Vec::new(),
                 };
                 for uri in uris {
@@ -347,7 +348,8 @@ struct Session<S> {
     /// Spawned requests by id, so `notifications/cancelled` can stop them (at most `MAX_INFLIGHT`).
     inflight: HashMap<String, CancellationToken>,
     /// URIs this session subscribed to; resource changes are filtered by them (at most `MAX_SUBSCRIPTIONS`).
-    subscriptions: HashSet<String>,
+    /// Canonical URI ([`crate::presence::canonical_uri`]) → the spelling the client used.
+    subscriptions: HashMap<String, String>,
     /// Spawned requests, waited for on drain.
     tracker: TaskTracker,
     /// Where spawned requests send their answers (this task writes them); bounded by `OUTGOING_QUEUE`.
@@ -718,8 +720,11 @@ where
             .and_then(Value::as_str)
             .ok_or_else(|| rpc::invalid_params(format!("{method} needs a string `uri`")))?;
         resources::resolve(caller, uri)?;
+        let canonical = crate::presence::canonical_uri(uri);
         if method == "resources/subscribe" {
-            if self.subscriptions.len() >= MAX_SUBSCRIPTIONS && !self.subscriptions.contains(uri) {
+            if self.subscriptions.len() >= MAX_SUBSCRIPTIONS
+                && !self.subscriptions.contains_key(&canonical)
+            {
                 return Err(rpc::err(
                     codes::LIMIT_REACHED,
                     format!(
@@ -728,9 +733,9 @@ where
                 )
                 .with_data(json!({"limit": MAX_SUBSCRIPTIONS})));
             }
-            self.subscriptions.insert(uri.to_owned());
+            self.subscriptions.insert(canonical, uri.to_owned());
         } else {
-            self.subscriptions.remove(uri);
+            self.subscriptions.remove(&canonical);
         }
         Ok(json!({}))
     }

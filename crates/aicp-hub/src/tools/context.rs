@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{iso8601, store_error, str_arg, timestamp, with_store};
-use crate::presence::{CONTEXT_URI_PREFIX, SHARED_STATE_URI, context_uri};
+use crate::presence::{SHARED_STATE_URI, context_uri};
 use crate::rpc::{tool_error, tool_result};
 use crate::store::{StateEntry, StoreError};
 use crate::{Caller, Shared, now_ms};
@@ -16,17 +16,12 @@ use crate::{Caller, Shared, now_ms};
 /// Most keys one `list_context` returns; `more` says when others follow.
 pub(crate) const LIST_CONTEXT_PAGE: usize = 200;
 
-/// Tells subscribers a key changed: under its canonical (percent-encoded) URI,
-/// and under the unencoded spelling too when that differs, so a client that
-/// subscribed with the key as typed is told as well (subscriptions compare URIs as strings).
+/// Tells subscribers a key changed, under its canonical (percent-encoded)
+/// URI: sessions match subscriptions in that form, whatever spelling a client
+/// subscribed with, and notify it in the spelling it used.
 fn key_changed(shared: &Shared, key: &str) {
     shared.presence.changed(SHARED_STATE_URI);
-    let canonical = context_uri(key);
-    let typed = format!("{CONTEXT_URI_PREFIX}{key}");
-    shared.presence.changed(&canonical);
-    if typed != canonical {
-        shared.presence.changed(&typed);
-    }
+    shared.presence.changed(&context_uri(key));
 }
 
 fn entry_json(e: &StateEntry, with_value: bool) -> Value {

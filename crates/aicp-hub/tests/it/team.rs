@@ -406,21 +406,30 @@ async fn shared_context_is_versioned_listed_and_loses_no_concurrent_append() {
         )
         .await;
     assert!(r.get("result").is_some(), "{r}");
+    // Another subscribes with the lower-case escapes a hand-written URI might have.
+    let lower = "aicp://context/team%20notes%2f2025%20%c3%a9";
+    let r = c[2]
+        .request(json!("sub"), "resources/subscribe", json!({"uri": lower}))
+        .await;
+    assert!(r.get("result").is_some(), "{r}");
     c[0].call_tool(
         json!(4),
         "share_context",
         json!({"context_key": key, "context_value": "ho"}),
     )
     .await;
-    let n = loop {
-        let m = c[1].recv().await;
-        if m["method"] == "notifications/resources/updated"
-            && m["params"]["uri"] != "aicp://shared-state"
-        {
-            break m;
-        }
-    };
-    assert_eq!(n["params"]["uri"], canonical, "{n}");
+    // Each is told, in the spelling it subscribed with.
+    for (who, uri) in [(1, canonical), (2, lower)] {
+        let n = loop {
+            let m = c[who].recv().await;
+            if m["method"] == "notifications/resources/updated"
+                && m["params"]["uri"] != "aicp://shared-state"
+            {
+                break m;
+            }
+        };
+        assert_eq!(n["params"]["uri"], uri, "{n}");
+    }
 
     let r = c[0]
         .call_tool(json!(5), "delete_context", json!({"context_key": key}))
