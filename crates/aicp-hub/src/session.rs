@@ -797,15 +797,17 @@ where
             new.identity = format!("{base}-{}", new.connection);
             joined(&self.shared, new.connection, &new.identity, false).await;
         }
-        let capabilities = match declared {
-            Some(caps) => caps,
+        // `stored_unread`: the stored capabilities could not be read, so this
+        // session must not write its empty list over them.
+        let (capabilities, stored_unread) = match declared {
+            Some(caps) => (caps, false),
             None => {
                 let who = new.identity.clone();
                 match tools::with_store(&self.shared, move |s| s.agent(&who)).await {
-                    Ok(rec) => rec.map(|r| r.capabilities).unwrap_or_default(),
+                    Ok(rec) => (rec.map(|r| r.capabilities).unwrap_or_default(), false),
                     Err(e) => {
-                        warn!(error = %e, "reading the stored capabilities failed");
-                        Vec::new()
+                        warn!(error = %e, "reading the stored capabilities failed; they are left as they are");
+                        (Vec::new(), true)
                     }
                 }
             }
@@ -817,7 +819,7 @@ where
             a.capabilities = capabilities.clone();
         });
         info!(connection = new.connection, identity = %new.identity, client = ?client_name, ?capabilities, version, "initialized");
-        if agent.is_some() {
+        if agent.is_some() && !stored_unread {
             let rec = AgentRecord {
                 identity: new.identity.clone(),
                 client_name,
