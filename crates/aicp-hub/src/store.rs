@@ -401,6 +401,13 @@ const MESSAGE_COLUMNS_ADDED: &[(&str, &str)] = &[
 /// sender's quota, and deleting a read one (expiry) changes nothing.
 const TRIGGERS: &str = "
 CREATE INDEX IF NOT EXISTS messages_unread ON messages(recipient, seq) WHERE read_at IS NULL;
+CREATE TABLE IF NOT EXISTS context_tombstones (
+  key TEXT PRIMARY KEY, version INTEGER NOT NULL, deleted_at INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS context_tombstone AFTER DELETE ON shared_state BEGIN
+  INSERT INTO context_tombstones (key, version, deleted_at)
+    VALUES (OLD.key, OLD.version, CAST(strftime('%s', 'now') AS INTEGER) * 1000)
+    ON CONFLICT(key) DO UPDATE SET version = excluded.version, deleted_at = excluded.deleted_at;
+END;
 CREATE TRIGGER IF NOT EXISTS context_usage_insert AFTER INSERT ON shared_state BEGIN
   INSERT INTO context_usage SELECT NEW.updated_by, 0, 0
     WHERE NOT EXISTS (SELECT 1 FROM context_usage WHERE identity = NEW.updated_by);
@@ -734,15 +741,27 @@ impl Store for SqliteStore {
                 max: self.limits.max_context_bytes_per_identity,
             });
         }
+        // A key created again after a delete goes on from the version it was
+        // deleted at, so an if_version read before the delete cannot match the new key.
+        let base = if old.is_some() {
+            current
+        } else {
+            tx.prepare_cached("SELECT version FROM context_tombstones WHERE key = ?1")
+                .and_then(|mut s| s.query_row([key], |r| r.get::<_, i64>(0)).optional())
+                .map_err(StoreError::Read)?
+                .map_or(0, |v| v.max(0) as u64)
+        };
+        let version = base + 1;
         tx.execute(
-            "INSERT INTO shared_state (key, value, updated_by, updated_at, version) VALUES (?1, ?2, ?3, ?4, 1)
+            "INSERT INTO shared_state (key, value, updated_by, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,
-               updated_at = excluded.updated_at, version = shared_state.version + 1",
-            params![key, text, by, now_ms as i64],
+               updated_at = excluded.updated_at, version = excluded.version",
+            params![key, text, by, now_ms as i64, version as i64],
         )
+        .and_then(|_| tx.execute("DELETE FROM context_tombstones WHERE key = ?1", [key]))
         .map_err(|e| self.write_err(e))?;
         tx.commit().map_err(|e| self.write_err(e))?;
-        Ok(current + 1)
+        Ok(version)
     }
 
     fn get_state_entry(&self, key: &str) -> Result<Option<StateEntry>, StoreError> {
@@ -1033,6 +1052,10 @@ impl Store for SqliteStore {
                     [plans_before],
                 )?;
                 tx.execute("DELETE FROM plans WHERE created_at < ?1", [plans_before])?;
+                tx.execute(
+                    "DELETE FROM context_tombstones WHERE deleted_at < ?1",
+                    [plans_before],
+                )?;
                 Ok(n)
             })
             .map_err(|e| self.write_err(e))?;

@@ -306,6 +306,21 @@ mod tests {
         )
         .await;
         assert_eq!(r["isError"], true, "{r}");
+        // Deleted and created again, the key goes on from version 3: a write
+        // based on what was read before the delete is still a conflict.
+        tool(
+            &shared,
+            &alice,
+            "delete_context",
+            json!({"context_key": "notes"}),
+        )
+        .await;
+        let r = tool(&shared, &alice, "share_context", with(json!("e"), 0)).await;
+        assert_eq!(r["structuredContent"]["version"], 4, "{r}");
+        let r = tool(&shared, &alice, "share_context", with(json!("stale"), 1)).await;
+        assert_eq!(r["isError"], true, "{r}");
+        let r = tool(&shared, &alice, "share_context", with(json!("f"), 4)).await;
+        assert_eq!(r["structuredContent"]["version"], 5, "{r}");
     }
 
     #[tokio::test]
