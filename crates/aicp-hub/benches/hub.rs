@@ -2,7 +2,8 @@
 //! process, driven by 16 WebSocket connections from this one. Measures
 //! calls/s and latency percentiles for `ping` (the protocol floor), a cheap
 //! tool (`whoami`) and `list_agents` (16 entries), then store write
-//! throughput through the hub (`share_context`, each a SQLite transaction)
+//! throughput through the hub (`share_context`, each a SQLite transaction;
+//! `send_message`, a transaction plus the forward check)
 //! and directly on the store. Not a timed test: it measures and prints.
 //!
 //! Run: `cargo bench -p aicp-hub --bench hub` (options after `--`: --calls N per
@@ -167,6 +168,11 @@ async fn main() {
             "1000000",
             "--max-context-bytes-per-identity",
             "1000000000",
+            // Messages go to `bench` itself, all unread.
+            "--max-inbox",
+            "100000000",
+            "--max-pending-bytes-per-sender",
+            "100000000000",
             "--data-dir",
         ])
         .arg(&data)
@@ -223,6 +229,16 @@ async fn main() {
             Arc::new(|c, i| {
                 json!({"jsonrpc": "2.0", "method": "tools/call",
             "params": {"name": "share_context", "arguments": {"context_key": format!("k{c}-{}", i % 512), "context_value": {"n": i, "by": c}}}})
+            }),
+        ),
+        (
+            "tools/call send_message (store write; the text checked against the 64 texts received last)",
+            Arc::new(|c, i| {
+                let text: Vec<String> = (0..30u64)
+                    .map(|w| format!("w{}", (c as u64 * 1_000_003 + i * 31 + w) % 99_991))
+                    .collect();
+                json!({"jsonrpc": "2.0", "method": "tools/call",
+            "params": {"name": "send_message", "arguments": {"to": "bench", "text": text.join(" ")}}})
             }),
         ),
     ];

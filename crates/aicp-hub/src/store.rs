@@ -384,6 +384,8 @@ CREATE TABLE IF NOT EXISTS context_usage (
   identity TEXT PRIMARY KEY, bytes INTEGER NOT NULL, keys INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pending_usage (
   sender TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox_usage (
+  recipient TEXT PRIMARY KEY, unread INTEGER NOT NULL);
 ";
 
 /// Columns added since the first release, for databases created before them:
@@ -460,6 +462,18 @@ CREATE TRIGGER IF NOT EXISTS pending_usage_read AFTER UPDATE OF read_at ON messa
   WHEN OLD.read_at IS NULL AND NEW.read_at IS NOT NULL BEGIN
   UPDATE pending_usage SET bytes = bytes - octet_length(OLD.text) WHERE sender = OLD.sender;
 END;
+CREATE TRIGGER IF NOT EXISTS inbox_usage_insert AFTER INSERT ON messages BEGIN
+  INSERT INTO inbox_usage VALUES (NEW.recipient, 1)
+    ON CONFLICT(recipient) DO UPDATE SET unread = unread + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS inbox_usage_read AFTER UPDATE OF read_at ON messages
+  WHEN OLD.read_at IS NULL AND NEW.read_at IS NOT NULL BEGIN
+  UPDATE inbox_usage SET unread = unread - 1 WHERE recipient = OLD.recipient;
+END;
+CREATE TRIGGER IF NOT EXISTS inbox_usage_delete_unread AFTER DELETE ON messages
+  WHEN OLD.read_at IS NULL BEGIN
+  UPDATE inbox_usage SET unread = unread - 1 WHERE recipient = OLD.recipient;
+END;
 ";
 
 /// Recounts the usage tables from the rows themselves, once at open: a store
@@ -471,6 +485,9 @@ INSERT INTO context_usage SELECT updated_by, sum(octet_length(key) + octet_lengt
 DELETE FROM pending_usage;
 INSERT INTO pending_usage SELECT sender, sum(octet_length(text)) FROM messages
   WHERE read_at IS NULL GROUP BY sender;
+DELETE FROM inbox_usage;
+INSERT INTO inbox_usage SELECT recipient, count(*) FROM messages
+  WHERE read_at IS NULL GROUP BY recipient;
 ";
 
 impl SqliteStore {
@@ -945,13 +962,13 @@ impl Store for SqliteStore {
     fn push_message(&self, m: &Message) -> Result<u64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.write_err(e))?;
+        // Unread messages come from the counter the triggers keep (O(1), not a
+        // scan of the inbox); expired ones count until the purge (every minute) removes them.
         let n: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM messages WHERE recipient = ?1 AND read_at IS NULL AND expires_at > ?2",
-                params![m.to, m.created_at as i64],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::Read)?;
+            .prepare_cached("SELECT unread FROM inbox_usage WHERE recipient = ?1")
+            .and_then(|mut s| s.query_row([&m.to], |r| r.get(0)).optional())
+            .map_err(StoreError::Read)?
+            .unwrap_or(0);
         if n as usize >= self.limits.max_inbox {
             return Err(StoreError::InboxFull {
                 recipient: m.to.clone(),
@@ -1520,6 +1537,17 @@ mod tests {
                 "SELECT sender, sum(octet_length(text)), 0 FROM messages WHERE read_at IS NULL GROUP BY sender ORDER BY sender"
             )
         );
+        // The unread count per inbox (what max_inbox is checked against) follows inserts, reads and purges.
+        let unread = counted(
+            "SELECT recipient, unread, 0 FROM inbox_usage WHERE unread > 0 ORDER BY recipient",
+        );
+        assert_eq!(
+            unread,
+            counted(
+                "SELECT recipient, count(*), 0 FROM messages WHERE read_at IS NULL GROUP BY recipient ORDER BY recipient"
+            )
+        );
+        assert!(!unread.is_empty(), "some message is still unread");
     }
 
     #[test]
