@@ -860,8 +860,9 @@ fn instructions(identity: &str, capabilities: &[String]) -> String {
          your unread messages, oldest first, and marks them read (peek: true only looks). Answer a message with \
          send_message(to = its from, reply_to = its id). To wait for an answer, call read_inbox with wait_ms 30000 \
          and repeat it until the answer arrives; do not send the request again. list_agents shows everyone the hub \
-         knows: people shown offline still receive messages in their inbox. Share context with share_context; \
-         hand work to others with send_message, route_to_agent or orchestrate_collaboration."
+         knows: people shown offline still receive messages in their inbox. Share context with share_context and \
+         read it with get_context or list_context; hand work to others with send_message, route_to_agent (picks \
+         who declared the capability) or orchestrate_collaboration, and follow a plan with plan_status."
     )
 }
 

@@ -173,6 +173,8 @@ async fn the_model_is_told_that_work_arrives_and_how_to_answer_it() {
         "reply_to",
         "offline",
         "list_agents",
+        "get_context",
+        "plan_status",
     ] {
         assert!(instructions.contains(needed), "{needed}: {instructions}");
     }
