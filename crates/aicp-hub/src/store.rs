@@ -660,6 +660,23 @@ pub fn message_json_bytes(m: &Message) -> usize {
 
 const MESSAGE_COLUMNS: &str = "seq, id, sender, recipient, text, reply_to, created_at, hops, origin, expires_at, read_at, read_by, turns, trail, started_at";
 
+/// The messages `condition` (a WHERE clause with its ORDER BY and LIMIT)
+/// selects, bounded by [`bounded_messages`]; true when a row was left over.
+fn select_messages(
+    tx: &rusqlite::Transaction<'_>,
+    condition: &str,
+    params: impl rusqlite::Params,
+    max_bytes: usize,
+) -> Result<(Vec<Message>, bool), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {condition}"
+        ))
+        .map_err(StoreError::Read)?;
+    let mut rows = stmt.query(params).map_err(StoreError::Read)?;
+    bounded_messages(&mut rows, max_bytes)
+}
+
 /// Collects messages from `rows` until `max_bytes` of their JSON (always at
 /// least one); true when a row was left over.
 fn bounded_messages(
@@ -1155,29 +1172,22 @@ impl Store for SqliteStore {
         let mut page = InboxPage::default();
         // Read before this call marks anything, so the page is not repeated here.
         if q.include_read {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND read_at IS NOT NULL AND expires_at > ?2 ORDER BY seq DESC LIMIT ?3"
-                ))
-                .map_err(StoreError::Read)?;
-            let mut rows = stmt
-                .query(params![q.recipient, now, limit])
-                .map_err(StoreError::Read)?;
-            let (mut read, _) = bounded_messages(&mut rows, q.max_bytes)?;
+            let (mut read, _) = select_messages(
+                &tx,
+                "recipient = ?1 AND read_at IS NOT NULL AND expires_at > ?2 ORDER BY seq DESC LIMIT ?3",
+                params![q.recipient, now, limit],
+                q.max_bytes,
+            )?;
             read.reverse();
             page.read = read;
         }
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND read_at IS NULL AND expires_at > ?2 ORDER BY seq LIMIT ?3"
-                ))
-                .map_err(StoreError::Read)?;
-            let mut rows = stmt
-                .query(params![q.recipient, now, limit])
-                .map_err(StoreError::Read)?;
-            page.messages = bounded_messages(&mut rows, q.max_bytes)?.0;
-        }
+        page.messages = select_messages(
+            &tx,
+            "recipient = ?1 AND read_at IS NULL AND expires_at > ?2 ORDER BY seq LIMIT ?3",
+            params![q.recipient, now, limit],
+            q.max_bytes,
+        )?
+        .0;
         if let Some(reader) = q.mark_as {
             let mut mark = tx
                 .prepare_cached(
@@ -1200,23 +1210,14 @@ impl Store for SqliteStore {
             .map_err(StoreError::Read)?
             .max(0) as u64;
         if let Some((after, reader)) = q.read_elsewhere_after {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient = ?1 AND seq > ?2 AND read_at IS NOT NULL AND read_by IS NOT ?3 AND expires_at > ?4 ORDER BY seq LIMIT ?5"
-                ))
-                .map_err(StoreError::Read)?;
             let after = i64::try_from(after).unwrap_or(i64::MAX);
             // One more than the bound: whether there are more is part of the answer.
-            let mut rows = stmt
-                .query(params![
-                    q.recipient,
-                    after,
-                    reader,
-                    now,
-                    limit.saturating_add(1)
-                ])
-                .map_err(StoreError::Read)?;
-            let (mut elsewhere, cut) = bounded_messages(&mut rows, q.max_bytes)?;
+            let (mut elsewhere, cut) = select_messages(
+                &tx,
+                "recipient = ?1 AND seq > ?2 AND read_at IS NOT NULL AND read_by IS NOT ?3 AND expires_at > ?4 ORDER BY seq LIMIT ?5",
+                params![q.recipient, after, reader, now, limit.saturating_add(1)],
+                q.max_bytes,
+            )?;
             let over = elsewhere.len() > q.max_messages;
             elsewhere.truncate(q.max_messages);
             page.read_elsewhere = elsewhere;

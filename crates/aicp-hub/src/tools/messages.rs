@@ -321,50 +321,60 @@ mod tests {
         .await
     }
 
+    /// Alice asks bob something; then they answer each other `turns` times,
+    /// each reply naming the message before it. The replies' results, in order.
+    async fn converse(
+        shared: &Arc<Shared>,
+        alice: &Caller,
+        bob: &Caller,
+        turns: u32,
+    ) -> Vec<Value> {
+        let first = tool(
+            shared,
+            alice,
+            "send_message",
+            json!({"to": "bob", "text": "Shall we plan the release?"}),
+        )
+        .await;
+        let mut last = first["structuredContent"]["message_id"].clone();
+        let mut results = Vec::new();
+        for turn in 1..=turns {
+            let (me, other) = if turn % 2 == 1 {
+                (bob, "alice")
+            } else {
+                (alice, "bob")
+            };
+            let text = format!("point {turn}: the changelog needs item {turn}");
+            let r = reply(shared, me, other, &text, last.as_str().unwrap_or_default()).await;
+            if r["isError"] == false {
+                last = r["structuredContent"]["message_id"].clone();
+            }
+            results.push(r);
+        }
+        results
+    }
+
     #[tokio::test]
     async fn a_long_conversation_is_turns_not_hops_and_courtesy_ends_it() {
         let shared = hub(StoreLimits::default());
         let alice = connect(&shared, "alice", Scopes::all());
         let bob = connect(&shared, "bob", Scopes::all());
         let carol = connect(&shared, "carol", Scopes::all());
-        let first = tool(
-            &shared,
-            &alice,
-            "send_message",
-            json!({"to": "bob", "text": "Shall we plan the release?"}),
-        )
-        .await;
-        let mut last = first["structuredContent"]["message_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
         // Forty replies back and forth: far past max_hops (16 here), never refused.
-        for turn in 1..=40u32 {
-            let (me, other) = if turn % 2 == 1 {
-                (&bob, "alice")
-            } else {
-                (&alice, "bob")
-            };
-            let r = reply(
-                &shared,
-                me,
-                other,
-                &format!("point {turn}: the changelog needs item {turn}"),
-                &last,
-            )
-            .await;
+        let replies = converse(&shared, &alice, &bob, 40).await;
+        for (turn, r) in (1u64..).zip(&replies) {
             assert_eq!(r["isError"], false, "turn {turn}: {r}");
             let env = &r["structuredContent"]["aixp"];
             assert_eq!(
                 (env["hops"].as_u64(), env["turns"].as_u64()),
-                (Some(1), Some(turn.into())),
+                (Some(1), Some(turn)),
                 "{r}"
             );
-            last = r["structuredContent"]["message_id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
         }
+        let last = replies[39]["structuredContent"]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         // Handing the thread to a third party is a hop, and restarts the turns.
         let r = reply(
             &shared,
@@ -407,45 +417,17 @@ mod tests {
         Arc::get_mut(&mut shared).unwrap().settings.max_turns = 3;
         let alice = connect(&shared, "alice", Scopes::all());
         let bob = connect(&shared, "bob", Scopes::all());
-        let r = tool(
-            &shared,
-            &alice,
-            "send_message",
-            json!({"to": "bob", "text": "question zero about the plan"}),
-        )
-        .await;
-        let mut last = r["structuredContent"]["message_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        for turn in 1..=4u32 {
-            let (me, other) = if turn % 2 == 1 {
-                (&bob, "alice")
-            } else {
-                (&alice, "bob")
-            };
-            let r = reply(
-                &shared,
-                me,
-                other,
-                &format!("answer number {turn} with details"),
-                &last,
-            )
-            .await;
-            if turn <= 3 {
-                last = r["structuredContent"]["message_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-            } else {
-                assert_eq!(r["isError"], true, "{r}");
-                assert_eq!(r["structuredContent"]["aixpStatus"], 5005, "{r}");
-                assert!(
-                    r["content"][0]["text"].as_str().unwrap().contains("turn 4"),
-                    "{r}"
-                );
-            }
+        let replies = converse(&shared, &alice, &bob, 4).await;
+        for r in &replies[..3] {
+            assert_eq!(r["isError"], false, "{r}");
         }
+        let r = &replies[3];
+        assert_eq!(r["isError"], true, "{r}");
+        assert_eq!(r["structuredContent"]["aixpStatus"], 5005, "{r}");
+        assert!(
+            r["content"][0]["text"].as_str().unwrap().contains("turn 4"),
+            "{r}"
+        );
     }
 
     #[tokio::test]
