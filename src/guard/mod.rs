@@ -12,9 +12,10 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aicp_proto::aixp::{AixpStatus, Envelope, Incoming, clock_time};
+use aicp_proto::aixp::{AixpStatus, Envelope, Incoming, clock_time, same_agent};
 use aicp_proto::conversation;
 use aicp_proto::tracking::Tracker;
 
@@ -132,18 +133,11 @@ pub struct Stats {
 /// How many delivered-message ids the guard remembers to continue their hop counts.
 const KNOWN_MESSAGES: usize = 4096;
 
-/// A delivered message's envelope and sender, kept with its text's fingerprint.
-#[derive(Debug, Clone)]
-struct Passed {
-    envelope: Envelope,
-    from: String,
-}
-
-/// What the guard keeps of a message the hub delivered to this user.
+/// What the guard keeps of a message the hub delivered to this user, by id
+/// and by its text's fingerprint (one allocation, shared by both).
 #[derive(Debug, Clone)]
 struct Delivered {
-    hops: u32,
-    turns: u32,
+    envelope: Envelope,
     from: String,
     /// The text was only thanks or an acknowledgement ([`conversation::is_courtesy`]).
     courtesy: bool,
@@ -165,11 +159,11 @@ pub struct Guard {
     in_flight: u32,
     breaker: Breaker,
     /// Messages delivered to this user, by id; `known_order` oldest first for eviction.
-    known: HashMap<String, Delivered>,
+    known: HashMap<String, Arc<Delivered>>,
     known_order: VecDeque<String>,
     /// The texts of messages delivered to this user, to recognise a forward
     /// that names no message id ([`aicp_proto::tracking`]).
-    texts: Tracker<Passed>,
+    texts: Tracker<Arc<Delivered>>,
     stats: Stats,
 }
 
@@ -234,11 +228,12 @@ impl Guard {
             .refers_to
             .iter()
             .filter_map(|id| self.known.get(id))
-            .max_by_key(|m| m.hops);
-        let mut hops = answered.map_or(next.hops, |a| a.hops.max(next.hops));
+            .max_by_key(|m| m.envelope.hops);
+        let mut hops = answered.map_or(next.hops, |a| a.envelope.hops.max(next.hops));
         // A text that carries one delivered to this user passes that message
         // on, named or not: its count goes on, and it is never a mere turn.
-        let forwarded = call.text.and_then(|t| {
+        // Only a call that may send is looked at: a read passes nothing on.
+        let forwarded = call.text.filter(|_| !call.read_only).and_then(|t| {
             self.texts
                 .forwards_at(t, limits.forward_match)
                 .into_iter()
@@ -249,11 +244,10 @@ impl Guard {
             hops = hops.max(f.envelope.hops);
         }
         // A reply to whoever wrote is a turn of a conversation; anything else hands work on.
-        let turn = answered.filter(|_| forwarded.is_none()).filter(|m| {
-            call.to
-                .is_some_and(|to| to.trim().to_lowercase() == m.from.trim().to_lowercase())
-        });
-        let turns = turn.map_or(0, |m| m.turns);
+        let turn = answered
+            .filter(|_| forwarded.is_none())
+            .filter(|m| call.to.is_some_and(|to| same_agent(to, &m.from)));
+        let turns = turn.map_or(0, |m| m.envelope.turns);
         if let Some(m) = turn {
             // A hub that does not count turns stores every reply one hop
             // further; the hops past max_hops then count as turns, so such a
@@ -538,19 +532,12 @@ impl Guard {
     /// sender, whether it only acknowledged), so that an answer to it continues
     /// its count as a turn or a hop.
     pub fn learn(&mut self, envelope: &Envelope, from: &str, text: &str) {
-        let delivered = Delivered {
-            hops: envelope.hops,
-            turns: envelope.turns,
+        let delivered = Arc::new(Delivered {
+            envelope: envelope.clone(),
             from: from.to_owned(),
             courtesy: conversation::is_courtesy(text),
-        };
-        self.texts.remember(
-            text,
-            Passed {
-                envelope: envelope.clone(),
-                from: from.to_owned(),
-            },
-        );
+        });
+        self.texts.remember(text, delivered.clone());
         if self.known.insert(envelope.id.clone(), delivered).is_none() {
             self.known_order.push_back(envelope.id.clone());
             if self.known_order.len() > KNOWN_MESSAGES

@@ -167,12 +167,17 @@ pub enum Step {
 /// the answered message, from whoever received it. Names compare as the hub
 /// resolves them: trimmed, case-insensitively.
 pub fn step_of(parent_from: &str, parent_to: &str, sender: &str, to: &str) -> Step {
-    let same = |a: &str, b: &str| a.trim().to_lowercase() == b.trim().to_lowercase();
-    if same(parent_from, to) && same(parent_to, sender) {
+    if same_agent(parent_from, to) && same_agent(parent_to, sender) {
         Step::Turn
     } else {
         Step::Handoff
     }
+}
+
+/// Whether two names address the same agent, as the hub resolves a
+/// recipient: trimmed, case-insensitively.
+pub fn same_agent(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// The hop and turn counts a step after `hops`/`turns` makes.

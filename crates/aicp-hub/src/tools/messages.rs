@@ -156,6 +156,14 @@ async fn deliver_in_thread(
     Ok(msg)
 }
 
+/// What a `reply_to` names.
+enum Answered {
+    Stored(Box<Message>),
+    /// A plan's subtask whose message is gone: answerable, with no thread to continue.
+    Subtask,
+    Unknown,
+}
+
 pub(super) async fn send_message(
     shared: &Arc<Shared>,
     caller: &Caller,
@@ -179,32 +187,37 @@ pub(super) async fn send_message(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return tool_error("`reply_to` must be a string", json!({})),
     };
-    // A reply_to naming no message would thread an answer to nothing (and a
-    // plan's subtask would never see it): refuse it, saying why.
-    if let Some(rt) = reply_to.clone() {
-        match with_store(shared, move |s| s.message_known(&rt, now_ms())).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return tool_error(
-                    format!(
-                        "reply_to {:?} names no message this hub stored (or it expired); copy the id of the message you answer from read_inbox, or leave reply_to out. Nothing was sent",
-                        reply_to.as_deref().unwrap_or_default()
-                    ),
-                    json!({}),
-                );
-            }
-            Err(e) => return store_error(&e),
-        }
-    }
-    let parent = match &reply_to {
+    // The answered message, read once: it decides turn or hop. A reply_to
+    // naming no message would thread an answer to nothing (and a plan's
+    // subtask would never see it): refused, saying why.
+    let parent = match reply_to.clone() {
+        None => None,
         Some(rt) => {
-            let rt = rt.clone();
-            match with_store(shared, move |s| s.get_message(&rt, now_ms())).await {
-                Ok(p) => p,
+            let found = with_store(shared, move |s| {
+                let now = now_ms();
+                match s.get_message(&rt, now)? {
+                    Some(m) => Ok(Answered::Stored(Box::new(m))),
+                    // A plan's subtask id stays answerable for the plan's life.
+                    None if s.message_known(&rt, now)? => Ok(Answered::Subtask),
+                    None => Ok(Answered::Unknown),
+                }
+            })
+            .await;
+            match found {
+                Ok(Answered::Stored(m)) => Some(*m),
+                Ok(Answered::Subtask) => None,
+                Ok(Answered::Unknown) => {
+                    return tool_error(
+                        format!(
+                            "reply_to {:?} names no message this hub stored (or it expired); copy the id of the message you answer from read_inbox, or leave reply_to out. Nothing was sent",
+                            reply_to.as_deref().unwrap_or_default()
+                        ),
+                        json!({}),
+                    );
+                }
                 Err(e) => return store_error(&e),
             }
         }
-        None => None,
     };
     let step = parent.as_ref().map_or(Step::Handoff, |p| {
         aixp::step_of(&p.from, &p.to, &caller.identity, &to)
